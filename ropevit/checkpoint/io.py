@@ -1,0 +1,69 @@
+"""Reading checkpoint files safely.
+
+``torch.load(weights_only=True)`` refuses any pickled object that is not a tensor or a
+plain container. MMEngine checkpoints also carry a few harmless non-tensor objects
+(numpy scalars/arrays in ``meta`` and the message hub's ``HistoryBuffer``), so we
+allowlist exactly those and keep ``weights_only=True``: a checkpoint from an untrusted
+source still cannot run code.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def safe_globals() -> list[Any]:
+    """The non-tensor types an MMEngine/ropevit checkpoint may hold."""
+    allowed: list[Any] = [np.dtype, np.ndarray]
+    # numpy >= 2 pickles arrays through numpy._core; < 2 through numpy.core.
+    for mod_name in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+        try:
+            mod = __import__(mod_name, fromlist=['_reconstruct', 'scalar'])
+        except ImportError:
+            continue
+        allowed += [mod._reconstruct, mod.scalar]
+    # dtype classes (numpy.dtypes.Float64DType etc.), pickled with arrays on numpy >= 1.25.
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith('DType')]
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer
+        allowed.append(HistoryBuffer)
+    except ImportError:  # plain-torch use without mmengine
+        pass
+    import collections
+    allowed += [collections.OrderedDict, collections.defaultdict]
+    return allowed
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint holds a pickled object outside the allowlist."""
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = 'cpu') -> Any:
+    """``torch.load`` with ``weights_only=True`` and the MMEngine allowlist.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        UnsafeCheckpointError: the file pickles an object outside the allowlist
+            (it is never executed).
+        RuntimeError: the file is truncated or not a checkpoint.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    try:
+        with torch.serialization.safe_globals(safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f'refused to load {path}: it contains a pickled object outside the allowlist of '
+            f'tensors, containers, numpy arrays/scalars and mmengine HistoryBuffer, and such an '
+            f'object could run code when loaded. If you trust this file, re-save its state dict '
+            f'with torch.save(model.state_dict(), ...). Details: {e}') from None
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise RuntimeError(f'could not read checkpoint {path} (truncated or not a torch checkpoint): {e}') from None

@@ -1,0 +1,116 @@
+"""Window partition, padding and attention masks, as pure tensor functions.
+
+Tensors inside backbones are channels-last ``[B, H, W, C]``. A grid that is not a
+multiple of the window is padded at the bottom/right; padded tokens are excluded
+from attention by a key mask so that results on real tokens do not depend on the
+amount of padding.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Zero-pad ``[B, H, W, C]`` at the bottom/right to multiples of ``multiple``.
+
+    Returns:
+        ``([B, Hp, Wp, C], (Hp, Wp))``.
+    """
+    _, h, w, _ = x.shape
+    pad_h = (multiple - h % multiple) % multiple
+    pad_w = (multiple - w % multiple) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    return x, (h + pad_h, w + pad_w)
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """``[B, Hp, Wp, C]`` -> ``[B * nW, ws * ws, C]`` (windows in row-major order)."""
+    b, hp, wp, c = x.shape
+    ws = window_size
+    x = x.view(b, hp // ws, ws, wp // ws, ws, c)                    # [B, nWh, ws, nWw, ws, C]
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)      # [B*nW, ws*ws, C]
+
+
+def window_unpartition(windows: torch.Tensor, window_size: int, padded_hw: tuple[int, int],
+                       hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`window_partition`, cropping the padding: -> ``[B, H, W, C]``."""
+    hp, wp = padded_hw
+    h, w = hw
+    ws = window_size
+    c = windows.shape[-1]
+    b = windows.shape[0] // ((hp // ws) * (wp // ws))
+    x = windows.view(b, hp // ws, wp // ws, ws, ws, c)              # [B, nWh, nWw, ws, ws, C]
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)           # [B, Hp, Wp, C]
+    return x[:, :h, :w].contiguous() if (hp, wp) != (h, w) else x
+
+
+def valid_token_map(hw: tuple[int, int], padded_hw: tuple[int, int], *,
+                    device: Optional[torch.device] = None) -> torch.Tensor:
+    """``[Hp, Wp]`` bool map, True on real tokens, False on padding."""
+    h, w = hw
+    hp, wp = padded_hw
+    valid = torch.zeros(hp, wp, dtype=torch.bool, device=device)
+    valid[:h, :w] = True
+    return valid
+
+
+def window_key_mask(hw: tuple[int, int], window_size: int, *,
+                    device: Optional[torch.device] = None) -> Optional[torch.Tensor]:
+    """Key-padding mask per window, or None when the grid needs no padding.
+
+    Returns:
+        ``[nW, 1, 1, ws*ws]`` bool (True = attend), broadcastable to SDPA's
+        ``[B*nW, nh, ws*ws, ws*ws]`` after repeating over the batch.
+    """
+    h, w = hw
+    ws = window_size
+    hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+    if (hp, wp) == (h, w):
+        return None
+    valid = valid_token_map(hw, (hp, wp), device=device)[None, :, :, None]  # [1, Hp, Wp, 1]
+    valid = window_partition(valid, ws)[..., 0]                             # [nW, ws*ws]
+    return valid[:, None, None, :]                                          # [nW, 1, 1, ws*ws]
+
+
+def shifted_window_mask(padded_hw: tuple[int, int], window_size: int, shift_size: int,
+                        hw: Optional[tuple[int, int]] = None, *,
+                        device: Optional[torch.device] = None,
+                        dtype: torch.dtype = torch.float32) -> Optional[torch.Tensor]:
+    """Additive attention mask for Swin's (shifted) windows, with padding masked.
+
+    The grid of real size ``hw`` is padded to ``padded_hw``, then rolled by
+    ``-shift_size``. A query may attend a key only if both came from the same region
+    before the roll (the cyclic-shift mask) and the key is a real token.
+
+    Returns:
+        ``[nW, ws*ws, ws*ws]`` with 0 (attend) / -inf-like (masked), or None when
+        nothing is masked.
+    """
+    hp, wp = padded_hw
+    ws = window_size
+    hw = hw or padded_hw
+    if shift_size == 0 and tuple(hw) == (hp, wp):
+        return None
+    region = torch.zeros(hp, wp, device=device)
+    if shift_size > 0:
+        bounds = (slice(0, -ws), slice(-ws, -shift_size), slice(-shift_size, None))
+        label = 0
+        for hs in bounds:
+            for wsl in bounds:
+                region[hs, wsl] = label
+                label += 1
+    valid = valid_token_map(tuple(hw), (hp, wp), device=device)
+    if shift_size > 0:
+        region = torch.roll(region, (-shift_size, -shift_size), (0, 1))
+        valid = torch.roll(valid, (-shift_size, -shift_size), (0, 1))
+    region = window_partition(region[None, :, :, None], ws)[..., 0]              # [nW, ws*ws]
+    valid = window_partition(valid[None, :, :, None], ws)[..., 0]                # [nW, ws*ws]
+    allowed = (region[:, :, None] == region[:, None, :]) & valid[:, None, :]    # [nW, N, N]
+    mask = torch.zeros(allowed.shape, device=device, dtype=dtype)
+    # Half of the dtype minimum: large enough to zero a softmax weight, small enough
+    # that adding a score cannot overflow to -inf (a fully masked padding row stays finite).
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min / 2)

@@ -1,0 +1,10 @@
+"""The only place where ropevit registers into mmengine / mmdet / mmseg.
+
+Configs pull it in with::
+
+    custom_imports = dict(imports=['ropevit.mm'], allow_failed_imports=False)
+
+Modules are registered in mmengine's root registries, which are parents of mmdet's
+and mmseg's, so the same ``type='RoPESwin'`` resolves under either default scope.
+"""
+from . import compat  # noqa: F401  (applies the torch >= 2.6 checkpoint fixes)
