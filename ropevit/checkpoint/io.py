@@ -32,12 +32,22 @@ def safe_globals() -> list[Any]:
         allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith('DType')]
     try:
         from mmengine.logging.history_buffer import HistoryBuffer
-        allowed.append(HistoryBuffer)
+        # HistoryBuffer pickles its statistics methods as getattr(HistoryBuffer, 'mean').
+        # A general getattr would let a pickle walk to any callable, so the name
+        # 'builtins.getattr' is bound to a getattr that only resolves those methods.
+        allowed += [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')]
     except ImportError:  # plain-torch use without mmengine
         pass
     import collections
     allowed += [collections.OrderedDict, collections.defaultdict]
     return allowed
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if obj is HistoryBuffer and name in set(HistoryBuffer._statistics_methods) | {'min', 'max', 'current', 'mean'}:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
 
 
 class UnsafeCheckpointError(RuntimeError):
