@@ -8,3 +8,4 @@ Modules are registered in mmengine's root registries, which are parents of mmdet
 and mmseg's, so the same ``type='RoPESwin'`` resolves under either default scope.
 """
 from . import compat  # noqa: F401  (applies the torch >= 2.6 checkpoint fixes)
+from . import reliability  # noqa: F401  (atomic checkpoints, exact resume: docs/RELIABILITY.md)

@@ -1,0 +1,194 @@
+"""Runs a training script in this process with a SIGKILL armed at a chosen point (used by test_resume.py).
+
+    python tests/resume_driver.py [--kill SPEC] [--no-fix] [--record FILE] SCRIPT [ARGS...]
+
+SCRIPT is ``toy`` (a tiny mmengine Runner defined below, ARGS: WORK_DIR [--resume] [--max-keep N]) or a
+path such as ``tools/train.py`` (run as ``__main__`` with ARGS as its argv).
+
+--kill iter:K          SIGKILL right after training iteration K finished (after its checkpoint, if any).
+--kill write:NAME:N    SIGKILL during the N-th write of a file whose name contains NAME, after half of the
+                       first chunk is on disk (models a kill while a checkpoint or the pointer is written).
+--no-fix               undo ropevit.mm.reliability (plain MMEngine), to show each fix is needed.
+--record FILE          append "iter sample-indices" for every trained iteration (data order).
+"""
+from __future__ import annotations
+
+import argparse
+import builtins
+import os
+import runpy
+import signal
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def _die() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _KillingFile:
+    def __init__(self, f) -> None:
+        self._f = f
+
+    def write(self, data):
+        self._f.write(data[:max(1, len(data) // 2)])
+        self._f.flush()
+        _die()
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self._f.__exit__(*exc)
+
+
+def arm_write_kill(name: str, nth: int) -> None:
+    real_open = builtins.open
+    seen = [0]
+
+    def open_(file, mode='r', *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        if isinstance(file, (str, os.PathLike)) and name in os.path.basename(os.fspath(file)) \
+                and ('w' in mode):
+            seen[0] += 1
+            if seen[0] == nth:
+                return _KillingFile(f)
+        return f
+
+    builtins.open = open_
+
+
+def extra_hooks(kill_iter: int | None, record: str | None):
+    from mmengine.hooks import Hook
+
+    class KillAndRecord(Hook):
+        priority = 'LOWEST'  # after CheckpointHook (VERY_LOW) in after_train_iter
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            if record:
+                with open(record, 'a') as f:
+                    f.write(f'{runner.iter} {_indices(data_batch)}\n')
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            if kill_iter is not None and runner.iter + 1 == kill_iter:
+                _die()
+
+    return [KillAndRecord()]
+
+
+def _indices(data_batch) -> str:
+    if isinstance(data_batch, dict) and 'idx' in data_batch:  # toy data
+        return ','.join(str(int(i)) for i in data_batch['idx'])
+    samples = data_batch.get('data_samples', []) if isinstance(data_batch, dict) else []
+    return ','.join(str(s.metainfo.get('img_id', s.metainfo.get('img_path', '?'))) for s in samples)
+
+
+def toy_main(argv: list[str]) -> None:
+    import torch
+    from mmengine.evaluator import BaseMetric
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+    from torch import nn
+
+    p = argparse.ArgumentParser()
+    p.add_argument('work_dir')
+    p.add_argument('--resume', action='store_true')
+    p.add_argument('--max-keep', type=int, default=-1)
+    args = p.parse_args(argv)
+
+    class Toy(BaseModel):
+        """Dropout makes every step draw from torch's generator, as RPN/RoI samplers do."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 1))
+
+        def forward(self, x, y=None, idx=None, mode='tensor'):
+            out = self.net(torch.stack(x)).squeeze(-1)
+            if mode == 'loss':
+                return {'loss': ((out - torch.stack(y)) ** 2).mean()}
+            return [dict(pred=o, y=t) for o, t in zip(out, y)]
+
+    class ToyData(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            return dict(x=torch.randn(4, generator=g), y=torch.tensor(float(i % 3)), idx=i)
+
+    class MSE(BaseMetric):
+        def process(self, data_batch, data_samples):
+            self.results += [float((s['pred'] - s['y']) ** 2) for s in data_samples]
+
+        def compute_metrics(self, results):
+            return dict(mse=sum(results) / len(results))
+
+    def _seeded(cls):
+        torch.manual_seed(0)  # the model is built here, before the Runner seeds; configs build it after
+        return cls()
+
+    runner = Runner(
+        model=_seeded(Toy), work_dir=args.work_dir,
+        train_dataloader=dict(dataset=ToyData(), sampler=dict(type='DefaultSampler', shuffle=True),
+                              batch_size=2, num_workers=0, collate_fn=dict(type='pseudo_collate')),
+        val_dataloader=dict(dataset=ToyData(), sampler=dict(type='DefaultSampler', shuffle=False),
+                            batch_size=5, num_workers=0, collate_fn=dict(type='pseudo_collate')),
+        val_evaluator=dict(type=MSE), val_cfg=dict(),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.05)),
+        param_scheduler=dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=8),
+        # 10 samples / batch 2: an epoch ends after iteration 5 (a new shuffled order, a new iterator)
+        train_cfg=dict(by_epoch=False, max_iters=8, val_interval=3),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False,
+                                           max_keep_ckpts=args.max_keep),
+                           logger=dict(type='LoggerHook', interval=1)),
+        custom_hooks=EXTRA_HOOKS, resume=args.resume, randomness=dict(seed=0),
+        default_scope='mmengine')
+    runner.train()
+
+
+EXTRA_HOOKS: list = []
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--kill')
+    ap.add_argument('--no-fix', action='store_true')
+    ap.add_argument('--record')
+    ap.add_argument('script')
+    ap.add_argument('rest', nargs=argparse.REMAINDER)
+    a = ap.parse_args()
+
+    import ropevit.mm  # noqa: F401  (what configs pull in with custom_imports)
+    from ropevit.mm import reliability
+    if a.no_fix:
+        reliability.revert()
+    kill_iter = None
+    if a.kill and a.kill.startswith('iter:'):
+        kill_iter = int(a.kill.split(':')[1])
+    elif a.kill and a.kill.startswith('write:'):
+        _, name, nth = a.kill.split(':')
+        arm_write_kill(name, int(nth))
+    EXTRA_HOOKS = extra_hooks(kill_iter, a.record)
+
+    if a.script == 'toy':
+        toy_main(a.rest)
+    else:
+        # Real entry point (tools/train.py): add our hooks to whatever Runner it builds.
+        from mmengine.runner import Runner
+        orig = Runner.register_hooks
+
+        def register_hooks(self, default_hooks=None, custom_hooks=None):
+            orig(self, default_hooks, custom_hooks)
+            for h in EXTRA_HOOKS:
+                self.register_hook(h)
+
+        Runner.register_hooks = register_hooks
+        sys.argv = [a.script] + a.rest
+        runpy.run_path(a.script, run_name='__main__')
