@@ -84,7 +84,8 @@ def shifted_window_mask(padded_hw: tuple[int, int], window_size: int, shift_size
 
     The grid of real size ``hw`` is padded to ``padded_hw``, then rolled by
     ``-shift_size``. A query may attend a key only if both came from the same region
-    before the roll (the cyclic-shift mask) and the key is a real token.
+    before the roll (the cyclic-shift mask) and the key is a real token. Pass
+    ``hw=padded_hw`` (or leave it None) to mask only the shift, as mmdet's Swin does.
 
     Returns:
         ``[nW, ws*ws, ws*ws]`` with 0 (attend) / -inf-like (masked), or None when
@@ -105,7 +106,8 @@ def shifted_window_mask(padded_hw: tuple[int, int], window_size: int, shift_size
                 label += 1
     valid = valid_token_map(tuple(hw), (hp, wp), device=device)
     if shift_size > 0:
-        region = torch.roll(region, (-shift_size, -shift_size), (0, 1))
+        # The region labels above are already in the rolled frame (as in Swin), so only
+        # the validity map, defined on the un-rolled grid, is rolled.
         valid = torch.roll(valid, (-shift_size, -shift_size), (0, 1))
     region = window_partition(region[None, :, :, None], ws)[..., 0]              # [nW, ws*ws]
     valid = window_partition(valid[None, :, :, None], ws)[..., 0]                # [nW, ws*ws]

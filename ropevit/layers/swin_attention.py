@@ -1,0 +1,187 @@
+"""(Shifted) window attention of RoPE-Swin, with mmdet's ``ShiftWindowMSA`` key layout.
+
+``ShiftWindowMSA`` (keys ``attn.*``) pads, rolls and partitions a ``[B, H*W, C]`` map;
+``WindowMSA`` (keys ``attn.w_msa.*``) attends inside each window through
+``F.scaled_dot_product_attention``, with an additive mask that holds the cyclic-shift
+mask, the padding mask and, when ``use_rpb``, Swin's relative position bias.
+
+RoPE positions are window-local ``(x, y)`` in ``[0, ws)``. Because RoPE is relative, a
+window gives the same scores as RoPE over absolute image positions restricted to it.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rope import RopeType, apply_rope, init_mixed_frequencies, rope_cos_sin
+from .window import pad_to_multiple, window_partition, window_unpartition
+
+
+class WindowRope(NamedTuple):
+    """RoPE inputs shared by the blocks of a stage for one forward.
+
+    ``coords``: ``[ws*ws, 2]`` window-local ``(x, y)``. ``cos``/``sin``: ``[ws*ws, P]``
+    when the frequencies are fixed (axial; computed once per stage), else None (mixed:
+    each block rotates with its own learnable frequencies).
+    """
+    coords: torch.Tensor
+    cos: Optional[torch.Tensor] = None
+    sin: Optional[torch.Tensor] = None
+
+
+def relative_position_index(window_size: int, *, device: Optional[torch.device] = None) -> torch.Tensor:
+    """``[ws*ws, ws*ws]`` index into a ``[(2ws-1)^2, nh]`` bias table (Swin's convention).
+
+    Entry ``(i, j)`` is ``(dy + ws - 1) * (2ws - 1) + (dx + ws - 1)`` with
+    ``(dy, dx) = pos_i - pos_j``.
+    """
+    ws = window_size
+    ys, xs = torch.meshgrid(torch.arange(ws, device=device), torch.arange(ws, device=device), indexing='ij')
+    pos = torch.stack([ys.flatten(), xs.flatten()], -1)          # [N, 2] (row, col)
+    rel = pos[:, None, :] - pos[None, :, :] + (ws - 1)           # [N, N, 2] in [0, 2ws-2]
+    return rel[..., 0] * (2 * ws - 1) + rel[..., 1]              # [N, N]
+
+
+class WindowMSA(nn.Module):
+    """Multi-head self-attention inside windows of ``ws * ws`` tokens.
+
+    Args:
+        embed_dims: channels ``C``.
+        num_heads: heads ``nh`` (``hd = C // nh``).
+        window_size: window side ``ws``.
+        rope: ``'mixed'`` (learnable ``rope_freqs`` ``[2, nh, hd // 2]``), ``'axial'``
+            (fixed, supplied by the stage) or ``'none'``.
+        rope_theta: init theta of the mixed frequencies.
+        use_rpb: add Swin's relative position bias (``relative_position_bias_table``).
+        qkv_bias: bias of the qkv projection.
+        qk_scale: overrides ``hd ** -0.5``.
+        attn_drop_rate, proj_drop_rate: dropout on attention weights / output.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, window_size: int, *, rope: RopeType = 'mixed',
+                 rope_theta: float = 10.0, use_rpb: bool = False, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, attn_drop_rate: float = 0.0,
+                 proj_drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.head_dim = embed_dims // num_heads
+        self.scale = qk_scale or self.head_dim ** -0.5
+        self.rope = rope
+        self.use_rpb = use_rpb
+        self.attn_drop_rate = attn_drop_rate
+        if use_rpb:
+            self.relative_position_bias_table = nn.Parameter(
+                torch.zeros((2 * window_size - 1) ** 2, num_heads))                # [(2ws-1)^2, nh]
+            self.register_buffer('relative_position_index', relative_position_index(window_size),
+                                 persistent=False)                                 # [N, N]
+        if rope == 'mixed':
+            self.rope_freqs = nn.Parameter(
+                init_mixed_frequencies(self.head_dim, num_heads, theta=rope_theta))  # [2, nh, hd//2]
+        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop_rate)
+
+    def relative_position_bias(self) -> torch.Tensor:
+        """``[nh, N, N]`` bias of every query/key pair of a window."""
+        n = self.window_size ** 2
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]  # [N*N, nh]
+        return bias.view(n, n, -1).permute(2, 0, 1)                                       # [nh, N, N]
+
+    def qkv_rotated(self, x: torch.Tensor, rope: Optional[WindowRope]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x [B_, N, C]`` -> ``q, k, v`` ``[B_, nh, N, hd]``, q and k rotated by RoPE."""
+        b_, n, c = x.shape
+        qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, self.head_dim)  # [B_, N, 3, nh, hd]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                       # [B_, nh, N, hd] each
+        if self.rope != 'none':
+            if rope is None:
+                raise ValueError(f'rope={self.rope!r} attention needs the window coordinates')
+            if self.rope == 'mixed':
+                cos, sin = rope_cos_sin(self.rope_freqs, rope.coords)       # [nh, N, P]
+            else:
+                cos, sin = rope.cos, rope.sin                                # [N, P]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                rope: Optional[WindowRope] = None) -> torch.Tensor:
+        """
+        Args:
+            x: ``[B*nW, N, C]`` windows (``N = ws*ws``), batch-major: window ``w`` of
+                image ``b`` is row ``b * nW + w``.
+            mask: ``[nW, N, N]`` additive mask (0 attend, large negative masked) or None.
+            rope: the stage's window RoPE inputs (required unless ``rope='none'``).
+
+        Returns:
+            ``[B*nW, N, C]``.
+        """
+        b_, n, c = x.shape
+        q, k, v = self.qkv_rotated(x, rope)                     # [B_, nh, N, hd]
+        bias = None
+        if self.use_rpb:
+            bias = self.relative_position_bias().unsqueeze(0)   # [1, nh, N, N]
+        if mask is not None:
+            nw = mask.shape[0]
+            mask = mask.to(q.dtype)[:, None]                    # [nW, 1, N, N]
+            bias = mask if bias is None else bias.to(q.dtype) + mask  # [nW, nh|1, N, N]
+            bias = bias.unsqueeze(0).expand(b_ // nw, -1, -1, -1, -1).reshape(b_, -1, n, n)  # [B_, nh|1, N, N]
+        elif bias is not None:
+            bias = bias.to(q.dtype)
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.attn_drop_rate if self.training else 0.0,
+            scale=self.scale)                                   # [B_, nh, N, hd]
+        x = x.transpose(1, 2).reshape(b_, n, c)                 # [B_, N, C]
+        return self.proj_drop(self.proj(x))
+
+
+class ShiftWindowMSA(nn.Module):
+    """Pads a map to window multiples, rolls it by ``-shift_size``, and runs ``WindowMSA``.
+
+    Args:
+        embed_dims, num_heads, window_size: as :class:`WindowMSA`.
+        shift_size: cyclic shift (0 for W-MSA, ``ws // 2`` for SW-MSA).
+        drop_path: stochastic-depth module applied to the output (mmdet's ``attn.drop``).
+        **attn_kwargs: keyword options of :class:`WindowMSA`.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, window_size: int, *, shift_size: int = 0,
+                 drop_path: Optional[nn.Module] = None, **attn_kwargs) -> None:
+        super().__init__()
+        if not 0 <= shift_size < window_size:
+            raise ValueError(f'shift_size={shift_size} must be in [0, window_size={window_size})')
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.w_msa = WindowMSA(embed_dims, num_heads, window_size, **attn_kwargs)
+        self.drop = drop_path if drop_path is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], mask: Optional[torch.Tensor] = None,
+                rope: Optional[WindowRope] = None) -> torch.Tensor:
+        """
+        Args:
+            x: ``[B, H*W, C]``.
+            hw: ``(H, W)``.
+            mask: ``[nW, N, N]`` additive mask for this block's shift and the grid's
+                padding (built once per stage), or None.
+            rope: the stage's window RoPE inputs.
+
+        Returns:
+            ``[B, H*W, C]``.
+        """
+        b, l, c = x.shape
+        h, w = hw
+        ws, s = self.window_size, self.shift_size
+        x = x.view(b, h, w, c)
+        x, padded_hw = pad_to_multiple(x, ws)                              # [B, Hp, Wp, C]
+        if s:
+            x = torch.roll(x, (-s, -s), (1, 2))
+        x = self.w_msa(window_partition(x, ws), mask, rope)                # [B*nW, N, C]
+        x = window_unpartition(x, ws, padded_hw, padded_hw)                # [B, Hp, Wp, C]
+        if s:
+            x = torch.roll(x, (s, s), (1, 2))
+        x = x[:, :h, :w].reshape(b, h * w, c)                               # [B, H*W, C]
+        return self.drop(x)

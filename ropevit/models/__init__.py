@@ -1,0 +1,2 @@
+"""Backbones (plain PyTorch)."""
+from .swin import RoPESwin  # noqa: F401

@@ -1,0 +1,223 @@
+"""RoPE-Swin: Swin Transformer with 2D RoPE inside every (shifted) window attention.
+
+Structure, options and state-dict keys follow mmdet's ``SwinTransformer``
+(``patch_embed.projection``, ``stages.i.blocks.j.{norm1, attn.w_msa.qkv, attn.w_msa.proj,
+norm2, ffn.layers.0.0, ffn.layers.1}``, ``stages.i.downsample.{norm, reduction}``,
+``norm{i}`` per output), plus ``stages.i.blocks.j.attn.w_msa.rope_freqs``
+``[2, nh, hd // 2]`` for RoPE-Mixed. ``rope='none', use_rpb=True`` is plain Swin.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ropevit.layers.rope import ROPE_TYPES, RopeType, check_rope_args
+from ropevit.layers.swin_block import ActLayer, NormLayer, PatchEmbed, PatchMerging, SwinStage
+
+#: ``arch`` presets: embed dims of stage 0, blocks per stage, heads per stage.
+SWIN_ARCHS: dict[str, dict] = {
+    'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    'base': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+}
+
+#: Default theta per RoPE variant (the paper's RoPE-Swin configs).
+DEFAULT_ROPE_THETA: dict[str, float] = {'mixed': 10.0, 'axial': 50.0, 'none': 0.0}
+
+
+def resolve_arch(arch: Union[str, dict], *, embed_dims: Optional[int] = None,
+                 depths: Optional[Sequence[int]] = None,
+                 num_heads: Optional[Sequence[int]] = None) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """``(embed_dims, depths, num_heads)`` from a preset name or dict; explicit values win."""
+    if isinstance(arch, str):
+        if arch not in SWIN_ARCHS:
+            raise ValueError(f'arch={arch!r} is not a preset; choose one of {tuple(SWIN_ARCHS)} or pass a dict '
+                             f'with embed_dims, depths, num_heads')
+        spec = dict(SWIN_ARCHS[arch])
+    elif isinstance(arch, dict):
+        unknown = set(arch) - {'embed_dims', 'depths', 'num_heads'}
+        if unknown:
+            raise ValueError(f'arch dict has unknown keys {sorted(unknown)}; allowed: embed_dims, depths, num_heads')
+        spec = dict(SWIN_ARCHS['tiny'], **arch)
+    else:
+        raise ValueError(f'arch must be a preset name {tuple(SWIN_ARCHS)} or a dict, got {type(arch).__name__}')
+    if embed_dims is not None:
+        spec['embed_dims'] = embed_dims
+    if depths is not None:
+        spec['depths'] = depths
+    if num_heads is not None:
+        spec['num_heads'] = num_heads
+    dims, dps, heads = int(spec['embed_dims']), tuple(int(d) for d in spec['depths']), \
+        tuple(int(h) for h in spec['num_heads'])
+    if len(dps) != len(heads) or not dps or min(dps) < 1:
+        raise ValueError(f'depths={dps} and num_heads={heads} must be non-empty, of equal length, depths >= 1')
+    for i, h in enumerate(heads):
+        if h < 1 or (dims * 2 ** i) % h:
+            raise ValueError(f'num_heads={heads}: stage {i} has {dims * 2 ** i} channels, not divisible by {h}')
+    return dims, dps, heads
+
+
+class RoPESwin(nn.Module):
+    """Swin Transformer backbone with window-local 2D RoPE.
+
+    Args:
+        arch: ``'tiny' | 'small' | 'base'`` or a dict with ``embed_dims, depths, num_heads``.
+        embed_dims, depths, num_heads: override the preset's values (mmdet config style).
+        rope: ``'mixed'`` (learnable per block), ``'axial'`` (fixed) or ``'none'``.
+        rope_theta: RoPE theta; default 10 for mixed (init), 50 for axial.
+        use_rpb: Swin's relative position bias (default: only when ``rope='none'``).
+        mask_padding: mask window padding out of attention, so padding does not change
+            results on real tokens. ``False`` reproduces mmdet's Swin exactly (it lets
+            padded zeros act as keys).
+        in_channels, patch_size: image channels and patch-embedding stride (4).
+        window_size: attention window side; may differ from the one the weights were
+            trained with (RoPE has no table; an RPB table is resized at load).
+        mlp_ratio, qkv_bias, qk_scale, patch_norm: as in mmdet.
+        drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, and the
+            maximum stochastic depth (linear over all blocks).
+        out_indices: stages whose (``norm{i}``-normed) maps are returned, NCHW, strides
+            4, 8, 16, 32.
+        frozen_stages: freeze the patch embedding and stages ``< frozen_stages``
+            (-1: nothing), with their output norms.
+        with_cp: activation checkpointing per block.
+        norm_layer, act_layer: factories (``nn.LayerNorm``, ``nn.GELU``).
+    """
+
+    def __init__(self, *, arch: Union[str, dict] = 'tiny', embed_dims: Optional[int] = None,
+                 depths: Optional[Sequence[int]] = None, num_heads: Optional[Sequence[int]] = None,
+                 rope: RopeType = 'mixed', rope_theta: Optional[float] = None,
+                 use_rpb: Optional[bool] = None, mask_padding: bool = True, in_channels: int = 3,
+                 patch_size: int = 4, window_size: int = 7, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, patch_norm: bool = True, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
+                 out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1, with_cp: bool = False,
+                 norm_layer: NormLayer = nn.LayerNorm, act_layer: ActLayer = nn.GELU) -> None:
+        super().__init__()
+        dims, depths, heads = resolve_arch(arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads)
+        if rope not in ROPE_TYPES:
+            raise ValueError(f'rope={rope!r} is not supported; choose one of {ROPE_TYPES}')
+        for i, h in enumerate(heads):
+            check_rope_args(rope, dims * 2 ** i // h)
+        if use_rpb is None:
+            use_rpb = rope == 'none'
+        if rope_theta is None:
+            rope_theta = DEFAULT_ROPE_THETA[rope]
+        elif rope != 'none' and rope_theta <= 0:
+            raise ValueError(f'rope_theta={rope_theta} must be > 0')
+        if not isinstance(window_size, int) or window_size < 1:
+            raise ValueError(f'window_size={window_size!r} must be a positive int')
+        if patch_size < 1:
+            raise ValueError(f'patch_size={patch_size} must be >= 1')
+        num_stages = len(depths)
+        out_indices = tuple(out_indices)
+        bad = [i for i in out_indices if not 0 <= i < num_stages]
+        if bad or len(set(out_indices)) != len(out_indices):
+            raise ValueError(f'out_indices={out_indices} must be distinct stage indices in [0, {num_stages})')
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages={frozen_stages} must be in [-1, {num_stages}]')
+        for name, p in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
+                        ('drop_path_rate', drop_path_rate)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f'{name}={p} must be in [0, 1)')
+
+        self.arch_settings = dict(embed_dims=dims, depths=depths, num_heads=heads)
+        self.depths = depths
+        self.rope = rope
+        self.rope_theta = float(rope_theta)
+        self.use_rpb = bool(use_rpb)
+        self.window_size = window_size
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.num_features = [dims * 2 ** i for i in range(num_stages)]
+        #: number of lr-decay layer ids: patch_embed 0, blocks 1..sum(depths), norms last.
+        self.num_layers = sum(depths) + 2
+
+        self.patch_embed = PatchEmbed(in_channels, dims, patch_size, norm_layer=norm_layer if patch_norm else None)
+        self.drop_after_pos = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.stages = nn.ModuleList()
+        for i in range(num_stages):
+            c = self.num_features[i]
+            down = (PatchMerging(c, 2 * c, norm_layer=norm_layer if patch_norm else None)
+                    if i < num_stages - 1 else None)
+            self.stages.append(SwinStage(
+                c, heads[i], depths[i], window_size, rope=rope, rope_theta=self.rope_theta,
+                mask_padding=mask_padding, drop_path_rates=dpr[sum(depths[:i]):sum(depths[:i + 1])],
+                downsample=down, use_rpb=self.use_rpb, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                attn_drop_rate=attn_drop_rate, mlp_ratio=mlp_ratio, drop_rate=drop_rate,
+                norm_layer=norm_layer, act_layer=act_layer, with_cp=with_cp))
+        for i in out_indices:
+            self.add_module(f'norm{i}', norm_layer(self.num_features[i]))
+        self.init_weights()
+        self._freeze_stages()
+
+    # ---------------------------------------------------------------- weights
+    def init_weights(self) -> None:
+        """From-scratch init as mmdet's Swin: trunc-normal(0.02) Linear, unit LayerNorm,
+        trunc-normal(0.02) bias tables. RoPE-Mixed frequencies keep their construction init."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for name, p in self.named_parameters():
+            if name.endswith('relative_position_bias_table'):
+                nn.init.trunc_normal_(p, std=0.02)
+
+    def get_layer_id(self, param_name: str) -> int:
+        """Layer id for layer-wise lr decay (mmpretrain's Swin convention).
+
+        ``patch_embed.*`` -> 0; block ``j`` of stage ``s`` -> ``sum(depths[:s]) + j + 1``;
+        ``stages.s.downsample.*`` -> the id of stage ``s``'s last block; everything else
+        (``norm{i}``) -> ``num_layers - 1``. A leading ``backbone.`` is ignored.
+        """
+        name = param_name[len('backbone.'):] if param_name.startswith('backbone.') else param_name
+        parts = name.split('.')
+        if parts[0] == 'patch_embed':
+            return 0
+        if parts[0] == 'stages' and len(parts) > 3:
+            s = int(parts[1])
+            if parts[2] == 'blocks':
+                return sum(self.depths[:s]) + int(parts[3]) + 1
+            if parts[2] == 'downsample':
+                return sum(self.depths[:s + 1])
+        if parts[0].startswith('norm') or parts[0] == 'drop_after_pos':
+            return self.num_layers - 1
+        raise ValueError(f'get_layer_id: {param_name!r} is not a parameter name of RoPESwin '
+                         f'(expected patch_embed.*, stages.<s>.blocks.<j>.*, stages.<s>.downsample.*, norm<i>.*)')
+
+    # ---------------------------------------------------------------- freezing
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages >= 0:
+            self.patch_embed.eval()
+            for p in self.patch_embed.parameters():
+                p.requires_grad = False
+        for i in range(self.frozen_stages):
+            modules = [self.stages[i]] + ([getattr(self, f'norm{i}')] if i in self.out_indices else [])
+            for m in modules:
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'RoPESwin':
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``[B, C_in, H, W]`` (any H, W) -> one ``[B, C_i, ceil(H / 2^(i+2)), ...]`` map per out index."""
+        x, hw = self.patch_embed(x)                      # [B, H/4*W/4, C]
+        x = self.drop_after_pos(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x, hw, out, out_hw = stage(x, hw)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(out)     # [B, h*w, C_i]
+                outs.append(out.view(-1, *out_hw, self.num_features[i]).permute(0, 3, 1, 2).contiguous())
+        return outs
