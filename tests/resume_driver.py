@@ -101,6 +101,11 @@ def toy_main(argv: list[str]) -> None:
     p.add_argument('work_dir')
     p.add_argument('--resume', action='store_true')
     p.add_argument('--max-keep', type=int, default=-1)
+    p.add_argument('--launcher', default='none')
+    p.add_argument('--batch-size', type=int, default=2)
+    p.add_argument('--max-iters', type=int, default=8)
+    p.add_argument('--accum', type=int, default=1)
+    p.add_argument('--dropout', type=float, default=0.5)
     args = p.parse_args(argv)
 
     class Toy(BaseModel):
@@ -108,7 +113,7 @@ def toy_main(argv: list[str]) -> None:
 
         def __init__(self):
             super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 1))
+            self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(args.dropout), nn.Linear(16, 1))
 
         def forward(self, x, y=None, idx=None, mode='tensor'):
             out = self.net(torch.stack(x)).squeeze(-1)
@@ -138,19 +143,19 @@ def toy_main(argv: list[str]) -> None:
     runner = Runner(
         model=_seeded(Toy), work_dir=args.work_dir,
         train_dataloader=dict(dataset=ToyData(), sampler=dict(type='DefaultSampler', shuffle=True),
-                              batch_size=2, num_workers=0, collate_fn=dict(type='pseudo_collate')),
+                              batch_size=args.batch_size, num_workers=0, collate_fn=dict(type='pseudo_collate')),
         val_dataloader=dict(dataset=ToyData(), sampler=dict(type='DefaultSampler', shuffle=False),
                             batch_size=5, num_workers=0, collate_fn=dict(type='pseudo_collate')),
         val_evaluator=dict(type=MSE), val_cfg=dict(),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.05)),
-        param_scheduler=dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=8),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.05), accumulative_counts=args.accum),
+        param_scheduler=dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=8 * args.accum),
         # 10 samples / batch 2: an epoch ends after iteration 5 (a new shuffled order, a new iterator)
-        train_cfg=dict(by_epoch=False, max_iters=8, val_interval=3),
+        train_cfg=dict(by_epoch=False, max_iters=args.max_iters, val_interval=3),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False,
                                            max_keep_ckpts=args.max_keep),
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=EXTRA_HOOKS, resume=args.resume, randomness=dict(seed=0),
-        default_scope='mmengine')
+        default_scope='mmengine', launcher=args.launcher, env_cfg=dict(dist_cfg=dict(backend='nccl')))
     runner.train()
 
 

@@ -44,6 +44,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
+from . import cpu_dist  # noqa: F401  (torchrun/DDP on CPU-only machines, see its docstring)
+
 __all__ = ['atomic_write', 'save_checkpoint_atomic', 'is_readable_checkpoint', 'find_latest_checkpoint',
            'RNGStateHook', 'apply', 'revert']
 
@@ -355,7 +357,9 @@ def apply() -> None:
 
 
 def revert() -> None:
-    """Undo :func:`apply` (plain MMEngine behaviour; used by tests to show each fix matters)."""
+    """Undo :func:`apply` (plain MMEngine checkpointing; used by tests to show each fix matters).
+
+    The CPU distributed fixes stay (:func:`ropevit.mm.cpu_dist.revert` undoes those)."""
     if not _ORIGINAL:
         return
     import mmengine.hooks.checkpoint_hook as hook_mod
