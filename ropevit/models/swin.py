@@ -150,11 +150,15 @@ class RoPESwin(nn.Module):
                 norm_layer=norm_layer, act_layer=act_layer, with_cp=with_cp))
         for i in out_indices:
             self.add_module(f'norm{i}', norm_layer(self.num_features[i]))
-        self.init_weights()
+        self.init_scratch_weights()
         self._freeze_stages()
 
     # ---------------------------------------------------------------- weights
     def init_weights(self) -> None:
+        """From-scratch init (the mm subclass overrides this to load ``init_cfg``)."""
+        self.init_scratch_weights()
+
+    def init_scratch_weights(self) -> None:
         """From-scratch init as mmdet's Swin: trunc-normal(0.02) Linear, unit LayerNorm,
         trunc-normal(0.02) bias tables. RoPE-Mixed frequencies keep their construction init."""
         for m in self.modules():
