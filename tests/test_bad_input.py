@@ -1,0 +1,140 @@
+"""Bad input: each case gives a clear error (what was wrong, what is allowed) or a correct result, and
+leaves no partial output behind. The data-set and command-line cases are at the end of the file."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import ropevit.mm  # noqa: F401  (registers the backbones, routes mmengine's loader through the safe one)
+from mmengine.registry import MODELS
+from mmengine.runner.checkpoint import _load_checkpoint
+
+from ropevit.checkpoint.common import CheckpointMismatchError
+from ropevit.checkpoint.io import UnsafeCheckpointError, load_checkpoint_file
+from ropevit.models.swin import RoPESwin
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_SWIN = dict(embed_dims=32, depths=(1, 1), num_heads=(2, 4), window_size=4, out_indices=(0, 1),
+                 drop_path_rate=0.0)
+
+
+# --------------------------------------------------------------------------------- model options
+@pytest.mark.parametrize('kwargs, names', [
+    (dict(rope='rotary'), ["'rotary'", "'axial'", "'mixed'", "'none'"]),
+    (dict(arch='huge'), ["'huge'", "'tiny'", "'small'", "'base'"]),
+    (dict(embed_dims=30, num_heads=(4, 8)), ['30', 'not divisible by 4']),
+    (dict(embed_dims=36, num_heads=(2, 4)), ['head_dim=18', 'divisible by 4']),  # RoPE needs x and y pairs
+    (dict(window_size=0), ['window_size=0', 'positive']),
+])
+def test_swin_bad_options_name_value_and_allowed(kwargs, names):
+    cfg = dict(TINY_SWIN, **kwargs)
+    for build in (lambda: RoPESwin(**cfg), lambda: MODELS.build(dict(type='RoPESwin', **cfg))):
+        with pytest.raises(ValueError) as e:
+            build()
+        for n in names:
+            assert n in str(e.value), (n, str(e.value))
+
+
+def test_swin_window_larger_than_grid_is_one_masked_window():
+    """RoPE-Swin pads the grid to a window multiple and masks the padding out of attention, so a
+    window larger than the feature map is allowed: it equals one window exactly covering the map
+    (RoPE only sees relative offsets, the masked padding is never attended)."""
+    one_stage = dict(embed_dims=32, depths=(1,), num_heads=(2,), out_indices=(0,), drop_path_rate=0.0)
+    exact = RoPESwin(**one_stage, window_size=8).eval()    # 32 px / patch 4 = an 8 x 8 grid
+    large = RoPESwin(**one_stage, window_size=20).eval()   # padded to 20 x 20, 336 of 400 keys masked
+    large.load_state_dict(exact.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = exact(x)[0], large(x)[0]
+    assert a.shape == b.shape == (2, 32, 8, 8)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    # Also through every stage of a deeper model (shifted windows included): finite, right shapes.
+    model = RoPESwin(**dict(TINY_SWIN, window_size=12)).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 24, 24))
+    assert [tuple(o.shape) for o in outs] == [(1, 32, 6, 6), (1, 64, 3, 3)]
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+@pytest.mark.parametrize('hw', [(16, 2000), (2000, 16), (8, 8), (1, 1), (5, 37)])
+def test_swin_extreme_and_tiny_images(hw):
+    """Any H, W: the patch embedding and every merge pad (ceil), windows pad and mask."""
+    h, w = hw
+    model = RoPESwin(**TINY_SWIN).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, h, w))
+    h0, w0 = -(-h // 4), -(-w // 4)
+    assert tuple(outs[0].shape) == (1, 32, h0, w0)
+    assert tuple(outs[1].shape) == (1, 64, -(-h0 // 2), -(-w0 // 2))
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+def _pretrained_swin(path, **kw):
+    return MODELS.build(dict(type='RoPESwin', **dict(TINY_SWIN, **kw),
+                             init_cfg=dict(type='Pretrained', checkpoint=str(path))))
+
+
+def test_checkpoint_for_another_architecture_lists_keys(tmp_path):
+    """A ViT checkpoint (timm's layout) given to RoPE-Swin: the error names expected and found keys."""
+    import timm
+    vit = timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0)
+    path = tmp_path / 'vit.pth'
+    torch.save({'state_dict': vit.state_dict()}, str(path))
+    with pytest.raises(CheckpointMismatchError) as e:
+        _pretrained_swin(path).init_weights()
+    msg = str(e.value)
+    assert str(path) in msg
+    assert 'stages.0.blocks.0' in msg or 'patch_embed.projection' in msg  # what RoPESwin expects
+    assert 'blocks.0.attn.qkv' in msg or 'cls_token' in msg                 # what the file holds
+
+
+def test_checkpoint_of_another_size_names_key_and_shapes(tmp_path):
+    path = tmp_path / 'swin48.pth'
+    torch.save({'state_dict': RoPESwin(**dict(TINY_SWIN, embed_dims=48)).state_dict()}, str(path))
+    with pytest.raises(CheckpointMismatchError) as e:
+        _pretrained_swin(path).init_weights()
+    msg = str(e.value)
+    assert 'patch_embed.projection.weight' in msg and '(48, 3, 4, 4)' in msg and '(32, 3, 4, 4)' in msg
+
+
+@pytest.fixture
+def good_checkpoint(tmp_path):
+    path = tmp_path / 'good.pth'
+    torch.save({'state_dict': nn.Linear(128, 128).state_dict(), 'meta': {'iter': 1}}, str(path))
+    return path
+
+
+@pytest.mark.parametrize('cut', ['empty', 'header', 'half', 'tail', 'garbage'])
+def test_truncated_or_corrupt_checkpoint_is_a_clear_error(tmp_path, good_checkpoint, cut):
+    """Every way a file can be cut or corrupted: RuntimeError naming the file and the likely cause,
+    through ropevit's loader and mmengine's (load_from / resume / init_cfg)."""
+    data = good_checkpoint.read_bytes()
+    bad = tmp_path / f'{cut}.pth'
+    bad.write_bytes({'empty': b'', 'header': data[:100], 'half': data[:len(data) // 2],
+                     'tail': data[:-10], 'garbage': os.urandom(4096)}[cut])
+    for load in (lambda: load_checkpoint_file(bad), lambda: _load_checkpoint(str(bad), map_location='cpu')):
+        with pytest.raises(RuntimeError, match='truncated or not a torch checkpoint') as e:
+            load()
+        assert str(bad) in str(e.value)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f'touch {os.environ["ROPEVIT_PWNED"]}',))
+
+
+def test_checkpoint_holding_code_is_refused_not_run(tmp_path, monkeypatch):
+    marker = tmp_path / 'pwned'
+    monkeypatch.setenv('ROPEVIT_PWNED', str(marker))
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': RoPESwin(**TINY_SWIN).state_dict(), 'meta': _Payload()}, str(path))
+    with pytest.raises(UnsafeCheckpointError, match='could run code') as e:
+        _pretrained_swin(path).init_weights()
+    assert 'posix.system' in str(e.value) or 'system' in str(e.value)  # names the refused object
+    assert not marker.exists(), 'the pickled payload ran'
