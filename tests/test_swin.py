@@ -1,0 +1,312 @@
+"""RoPESwin: parity with mmdet's SwinTransformer, window RoPE laws, padding, larger
+inference windows, shapes, options, layer ids, freezing and checkpointing."""
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ropevit.layers import swin_attention
+from ropevit.layers.rope import apply_rope, axial_frequencies, grid_coords, rope_cos_sin
+from ropevit.models.swin import SWIN_ARCHS, RoPESwin
+
+TINY = dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])
+
+
+# ----------------------------------------------------------------------------- mmdet parity
+def _mmdet_swin(arch: dict, **kw):
+    from mmdet.models.backbones.swin import SwinTransformer
+    ref = SwinTransformer(**arch, drop_path_rate=0.0, **kw)
+    ref.init_weights()
+    for name, p in ref.named_parameters():      # non-trivial tables and norms
+        if 'relative_position_bias_table' in name or 'norm' in name:
+            p.data.normal_(0, 0.5 if 'table' in name else 0.1).add_(1.0 if name.endswith('norm1.weight') else 0)
+    ref.eval()
+    return ref
+
+
+def _plain_swin_from(ref, arch: dict, **kw) -> RoPESwin:
+    from ropevit.checkpoint.swin import convert_swin_state_dict
+    m = RoPESwin(arch=arch, rope='none', use_rpb=True, mask_padding=False, drop_path_rate=0.0, **kw)
+    sd = convert_swin_state_dict(ref.state_dict(), m)
+    missing, unexpected = m.load_state_dict(sd, strict=True)
+    assert not missing and not unexpected
+    return m.eval()
+
+
+@pytest.mark.parametrize('size', [(2, 3, 224, 224), (1, 3, 113, 177)])
+def test_parity_with_mmdet_swin(size):
+    ref = _mmdet_swin(TINY)
+    ours = _plain_swin_from(ref, TINY)
+    x = torch.randn(size)
+    with torch.no_grad():
+        expected, got = ref(x), ours(x)
+    assert len(got) == 4
+    for e, g in zip(expected, got):
+        assert e.shape == g.shape
+        assert (e - g).abs().max().item() <= 1e-5
+
+
+def test_parity_with_mmdet_swin_tiny_preset():
+    arch = dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24])
+    ref = _mmdet_swin(arch, out_indices=(1, 3))
+    ours = _plain_swin_from(ref, 'tiny', out_indices=(1, 3))
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected, got = ref(x), ours(x)
+    assert [g.shape[1] for g in got] == [192, 768]
+    assert max((e - g).abs().max().item() for e, g in zip(expected, got)) <= 1e-5
+
+
+# ----------------------------------------------------------------------------- reference attention
+def _reference_attention(attn, x: torch.Tensor, hw: tuple[int, int], axial_theta=None) -> torch.Tensor:
+    """Independent (Sh)W-MSA: no padding, rolls, masks or windows. Shifted windows are
+    windows offset by ``shift`` on the image, cut at its borders; each group of real
+    tokens attends within itself, with RoPE at absolute image coordinates (and the bias
+    table indexed by absolute offsets)."""
+    w = attn.w_msa
+    ws, s = attn.window_size, attn.shift_size
+    b, n, c = x.shape
+    h, wd = hw
+    nh, hd = w.num_heads, w.head_dim
+    q, k, v = w.qkv(x).reshape(b, n, 3, nh, hd).permute(2, 0, 3, 1, 4)     # [B, nh, N, hd]
+    coords = grid_coords(h, wd)                                              # [N, 2] (x, y)
+    if w.rope == 'mixed':
+        cos, sin = rope_cos_sin(w.rope_freqs, coords)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    elif w.rope == 'axial':
+        cos, sin = rope_cos_sin(axial_frequencies(hd, axial_theta), coords)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    xs, ys = coords[:, 0].long(), coords[:, 1].long()
+    group = torch.div(ys - s, ws, rounding_mode='floor') * 10_000 + torch.div(xs - s, ws, rounding_mode='floor')
+    out = torch.zeros(b, nh, n, hd)
+    for g in group.unique():
+        idx = (group == g).nonzero().flatten()
+        scores = q[:, :, idx] @ k[:, :, idx].transpose(-1, -2) * w.scale        # [B, nh, n_g, n_g]
+        if w.use_rpb:
+            dy = ys[idx][:, None] - ys[idx][None, :] + ws - 1
+            dx = xs[idx][:, None] - xs[idx][None, :] + ws - 1
+            table = w.relative_position_bias_table                               # [(2ws-1)^2, nh]
+            scores = scores + table[dy * (2 * ws - 1) + dx].permute(2, 0, 1)
+        out[:, :, idx] = scores.softmax(-1) @ v[:, :, idx]
+    return w.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+def _stage_inputs(model: RoPESwin, stage: int, x: torch.Tensor, hw):
+    st = model.stages[stage]
+    return st, st.attention_masks(hw, x.device, x.dtype), st.window_rope(x.device)
+
+
+@pytest.mark.parametrize('rope,use_rpb', [('mixed', False), ('axial', False), ('mixed', True), ('none', True)])
+@pytest.mark.parametrize('hw', [(13, 10), (8, 8), (3, 5)])
+def test_window_attention_equals_reference(rope, use_rpb, hw):
+    # Covers: shift mask, padding mask, window-local RoPE == RoPE at absolute positions
+    # restricted to the window (relative law), bias-table indexing.
+    model = RoPESwin(arch=TINY, rope=rope, use_rpb=use_rpb, window_size=4).eval()
+    for p in model.parameters():
+        if p.dim() == 2 and p.shape[1] <= 8:      # bias tables: non-zero
+            p.data.normal_()
+    x = torch.randn(2, hw[0] * hw[1], 64)
+    st, masks, rope_in = _stage_inputs(model, 1, x, hw)
+    for blk in st.blocks:
+        with torch.no_grad():
+            got = blk.attn(x, hw, masks[blk.attn.shift_size > 0], rope_in)
+            exp = _reference_attention(blk.attn, x, hw, axial_theta=model.rope_theta)
+        assert (got - exp).abs().max().item() < 1e-5, blk.attn.shift_size
+
+
+def test_padding_values_do_not_change_real_tokens(monkeypatch):
+    hw = (13, 10)
+    x = torch.randn(1, 130, 64)
+
+    def run(mask_padding: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = RoPESwin(arch=TINY, window_size=4, mask_padding=mask_padding).eval()
+        st, masks, rope_in = _stage_inputs(model, 1, x, hw)
+        with torch.no_grad():
+            return torch.stack([blk.attn(x, hw, masks[blk.attn.shift_size > 0], rope_in) for blk in st.blocks])
+
+    clean = {m: run(m) for m in (True, False)}
+
+    orig = swin_attention.pad_to_multiple
+
+    def noisy_pad(t, multiple):                                      # padding filled with noise
+        padded, phw = orig(t, multiple)
+        real = torch.zeros_like(padded, dtype=torch.bool)
+        real[:, :t.shape[1], :t.shape[2]] = True
+        return torch.where(real, padded, 100 * torch.randn_like(padded)), phw
+
+    monkeypatch.setattr(swin_attention, 'pad_to_multiple', noisy_pad)
+    assert torch.allclose(run(True), clean[True], atol=1e-6)         # masked: padding is irrelevant
+    assert not torch.allclose(run(False), clean[False], atol=1e-3)   # mmdet mode: padding leaks
+
+
+def test_padding_does_not_change_model_outputs():
+    # Same image content: the 56x56 grid of a 224 image needs no window padding with ws=7,
+    # while ws=8 pads it to 64x64. With padding masked, a 1-stage model at ws=8 on the
+    # 224 image equals the reference computed block by block without any padding.
+    model = RoPESwin(arch=dict(embed_dims=32, depths=[2], num_heads=[2]), window_size=8,
+                     out_indices=(0,)).eval()
+    x = torch.randn(1, 3, 100, 92)                                   # 25 x 23 tokens
+    with torch.no_grad():
+        got = model(x)[0]
+        t, hw = model.patch_embed(x)
+        for blk in model.stages[0].blocks:
+            t = t + _reference_attention(blk.attn, blk.norm1(t), hw)
+            t = t + blk.ffn(blk.norm2(t))
+        exp = model.norm0(t).view(1, *hw, -1).permute(0, 3, 1, 2)
+    assert (got - exp).abs().max().item() < 1e-5
+
+
+def test_larger_window_at_inference_equals_reference():
+    trained = RoPESwin(arch=TINY, window_size=7)
+    bigger = RoPESwin(arch=TINY, window_size=12).eval()
+    bigger.load_state_dict(trained.state_dict(), strict=True)          # RoPE: no table to resize
+    x = torch.randn(1, 3, 130, 98)
+    with torch.no_grad():
+        outs = bigger(x)
+    assert [tuple(o.shape[-2:]) for o in outs] == [(33, 25), (17, 13), (9, 7), (5, 4)]
+    hw = (17, 13)
+    t = torch.randn(1, hw[0] * hw[1], 64)
+    st, masks, rope_in = _stage_inputs(bigger, 1, t, hw)
+    for blk in st.blocks:
+        with torch.no_grad():
+            got = blk.attn(t, hw, masks[blk.attn.shift_size > 0], rope_in)
+            assert (got - _reference_attention(blk.attn, t, hw)).abs().max().item() < 1e-5
+
+
+def test_rope_scores_depend_only_on_in_window_offsets():
+    model = RoPESwin(arch=TINY, window_size=5, rope='mixed').eval()
+    w = model.stages[2].blocks[1].attn.w_msa
+    ws = 5
+    tok = torch.randn(1, 1, 128).expand(1, ws * ws, 128)             # identical content everywhere
+    with torch.no_grad():
+        q, k, _ = w.qkv_rotated(tok, model.stages[2].window_rope(tok.device))
+        scores = q @ k.transpose(-1, -2)                                 # [1, nh, N, N]
+    pos = grid_coords(ws, ws).long()                                     # [N, 2]
+    offset = pos[None, :, :] - pos[:, None, :]                           # [N, N, 2] key - query
+    key = (offset[..., 0] + ws) * 100 + offset[..., 1] + ws
+    for o in key.unique():
+        vals = scores[0][:, key == o]                                    # [nh, pairs]
+        assert (vals - vals[:, :1]).abs().max().item() < 1e-4
+    assert scores[0].std(-1).min() > 1e-3                                # not trivially constant
+
+
+def test_rope_tables_once_per_stage(monkeypatch):
+    import ropevit.layers.swin_block as swin_block
+    calls = []
+    orig_block, orig_attn = swin_attention.rope_cos_sin, swin_block.rope_cos_sin
+    monkeypatch.setattr(swin_attention, 'rope_cos_sin', lambda *a: calls.append('block') or orig_block(*a))
+    monkeypatch.setattr(swin_block, 'rope_cos_sin', lambda *a: calls.append('stage') or orig_attn(*a))
+    mask_calls = []
+    orig_mask = swin_block.shifted_window_mask
+    monkeypatch.setattr(swin_block, 'shifted_window_mask', lambda *a, **k: mask_calls.append(1) or orig_mask(*a, **k))
+    x = torch.randn(2, 3, 64, 64)
+    mixed = RoPESwin(arch=TINY, rope='mixed')
+    mixed(x)
+    assert calls == ['block'] * 8 and len(mask_calls) == 2 * 4           # per block (own freqs), masks per stage
+    calls.clear()
+    axial = RoPESwin(arch=TINY, rope='axial')
+    axial(x)
+    axial(x)
+    assert calls == ['stage'] * 4                                        # once per stage, then cached
+
+
+# ----------------------------------------------------------------------------- shapes and options
+@pytest.mark.parametrize('arch', list(SWIN_ARCHS))
+def test_shapes_every_arch_odd_size(arch):
+    model = RoPESwin(arch=arch, rope='mixed').eval()
+    c = SWIN_ARCHS[arch]['embed_dims']
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 61, 93))
+    assert time.perf_counter() - t0 < 5
+    assert [tuple(o.shape) for o in outs] == [(1, c, 16, 24), (1, 2 * c, 8, 12), (1, 4 * c, 4, 6),
+                                              (1, 8 * c, 2, 3)]
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+@pytest.mark.parametrize('size', [(1, 3, 17, 23), (2, 3, 33, 65), (1, 3, 4, 4)])
+@pytest.mark.parametrize('rope', ['mixed', 'axial', 'none'])
+def test_shapes_odd_sizes(size, rope):
+    model = RoPESwin(arch=TINY, rope=rope, window_size=3, out_indices=(0, 2)).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(size))
+    h, w = -(-size[2] // 4), -(-size[3] // 4)
+    assert tuple(outs[0].shape) == (size[0], 32, h, w)
+    assert tuple(outs[1].shape[-2:]) == (-(-(-(-h // 2)) // 2), -(-(-(-w // 2)) // 2))
+
+
+@pytest.mark.parametrize('kwargs,option', [
+    (dict(rope='rotary'), 'rope'), (dict(arch='huge'), 'arch'), (dict(arch=dict(dims=3)), 'arch'),
+    (dict(out_indices=(0, 4)), 'out_indices'), (dict(window_size=0), 'window_size'),
+    (dict(embed_dims=30, num_heads=[5, 5, 5, 5]), 'head_dim'), (dict(num_heads=[3, 6, 12]), 'num_heads'),
+    (dict(drop_path_rate=1.5), 'drop_path_rate'), (dict(frozen_stages=5), 'frozen_stages'),
+    (dict(rope='axial', rope_theta=-1.0), 'rope_theta'), (dict(embed_dims=32, num_heads=[3, 6, 12, 24]), 'num_heads'),
+])
+def test_invalid_options_raise(kwargs, option):
+    with pytest.raises(ValueError, match=option):
+        RoPESwin(**kwargs)
+
+
+def test_defaults():
+    m = RoPESwin(arch=TINY)
+    assert (m.rope, m.rope_theta, m.use_rpb) == ('mixed', 10.0, False)
+    a = RoPESwin(arch=TINY, rope='axial')
+    assert (a.rope_theta, a.use_rpb) == (50.0, False)
+    assert RoPESwin(arch=TINY, rope='none').use_rpb
+    keys = m.state_dict().keys()
+    assert 'stages.0.blocks.1.attn.w_msa.rope_freqs' in keys
+    assert m.stages[3].blocks[0].attn.w_msa.rope_freqs.shape == (2, 8, 32 // 2)   # 256 channels / 8 heads
+    assert not any('axial_freqs' in k or 'relative_position' in k for k in a.state_dict())
+    # explicit mmdet-style sizes override the preset
+    s = RoPESwin(arch='tiny', depths=[2, 2, 18, 2])
+    assert len(s.stages[2].blocks) == 18 and s.num_features == [96, 192, 384, 768]
+
+
+def test_layer_ids():
+    m = RoPESwin(arch=dict(embed_dims=32, depths=[2, 2, 3, 2], num_heads=[1, 2, 4, 8]))
+    assert m.num_layers == 11
+    ids = {n: m.get_layer_id(n) for n, _ in m.named_parameters()}
+    assert ids['patch_embed.projection.weight'] == 0
+    assert ids['stages.0.blocks.0.norm1.weight'] == 1
+    assert ids['stages.1.blocks.1.attn.w_msa.rope_freqs'] == 4
+    assert ids['stages.2.blocks.0.ffn.layers.0.0.weight'] == 5
+    assert ids['stages.2.downsample.reduction.weight'] == 7          # with the stage's last block
+    assert ids['stages.3.blocks.1.attn.w_msa.qkv.bias'] == 9
+    assert ids['norm3.weight'] == m.num_layers - 1 == 10
+    assert m.get_layer_id('backbone.stages.0.blocks.1.ffn.layers.1.weight') == 2
+    assert set(ids.values()) == set(range(m.num_layers))
+    with pytest.raises(ValueError, match='neck.lateral'):
+        m.get_layer_id('neck.lateral.weight')
+
+
+def test_frozen_stages():
+    m = RoPESwin(arch=TINY, frozen_stages=2)
+    m.train()
+    frozen = [n for n, p in m.named_parameters() if not p.requires_grad]
+    assert all(n.startswith(('patch_embed', 'stages.0', 'stages.1', 'norm0', 'norm1')) for n in frozen)
+    assert any(n.startswith('stages.1.downsample') for n in frozen) and 'norm1.weight' in frozen
+    assert all(p.requires_grad for n, p in m.named_parameters() if n.startswith(('stages.2', 'norm2')))
+    assert not m.stages[1].training and m.stages[2].training
+
+
+def test_with_cp_same_gradients_and_freqs_learn():
+    torch.manual_seed(1)
+    a = RoPESwin(arch=TINY, drop_path_rate=0.0)
+    b = RoPESwin(arch=TINY, drop_path_rate=0.0, with_cp=True)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 3, 45, 37)
+    for m in (a, b):
+        sum(o.square().mean() for o in m(x)).backward()
+    ga, gb = dict(a.named_parameters()), dict(b.named_parameters())
+    for n in ga:
+        assert torch.allclose(ga[n].grad, gb[n].grad, atol=1e-6), n
+    assert ga['stages.2.blocks.1.attn.w_msa.rope_freqs'].grad.abs().sum() > 0
+
+
+def test_autocast_bf16_finite():
+    m = RoPESwin(arch=TINY).eval()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = m(torch.randn(1, 3, 45, 61))
+    assert all(torch.isfinite(o.float()).all() for o in outs)
