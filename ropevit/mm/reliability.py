@@ -44,7 +44,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from . import cpu_dist  # noqa: F401  (torchrun/DDP on CPU-only machines, see its docstring)
+from . import cpu_amp, cpu_dist  # noqa: F401  (--amp and torchrun/DDP on CPU-only machines)
 
 __all__ = ['atomic_write', 'save_checkpoint_atomic', 'is_readable_checkpoint', 'find_latest_checkpoint',
            'RNGStateHook', 'apply', 'revert']

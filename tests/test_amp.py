@@ -1,0 +1,138 @@
+"""Mixed precision on the CPU (bf16 autocast, what ``--amp`` turns on through MMEngine's AmpOptimWrapper).
+
+The RoPE (cos, sin) tables must stay float32: angles reach ``x * f`` with x up to the grid size, and
+bf16 keeps 8 mantissa bits, so a bf16 angle near 60 rad is off by up to 0.125 rad. The tests record
+every table the backbone builds during a bf16-autocast forward/backward, and train through
+MMEngine's AmpOptimWrapper with finite losses. The demo config with ``tools/train.py --amp`` is in
+test_amp_demo.py.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import ropevit.layers.swin_attention as swin_attention
+import ropevit.mm  # noqa: F401  (cpu_amp: AmpOptimWrapper on CPU-only machines)
+import ropevit.layers.swin_block as swin_block
+from ropevit.layers.rope import axial_frequencies, grid_coords, init_mixed_frequencies, rope_cos_sin
+from ropevit.models.swin import RoPESwin
+
+TINY_SWIN = dict(embed_dims=32, depths=(2, 2), num_heads=(2, 4), window_size=4, out_indices=(0, 1),
+                 drop_path_rate=0.0)
+
+
+@pytest.fixture
+def recorded_tables(monkeypatch):
+    """Wrap rope_cos_sin where the backbone calls it; keep (dtype of cos, dtype of sin, autocast on?)."""
+    seen: list[tuple[torch.dtype, torch.dtype, bool]] = []
+
+    def recording(freqs, coords):
+        cos, sin = rope_cos_sin(freqs, coords)
+        seen.append((cos.dtype, sin.dtype, torch.is_autocast_enabled('cpu')))
+        return cos, sin
+
+    for mod in (swin_attention, swin_block):
+        if hasattr(mod, 'rope_cos_sin'):
+            monkeypatch.setattr(mod, 'rope_cos_sin', recording)
+    return seen
+
+
+def test_rope_tables_are_float32_under_bf16_autocast_and_accurate():
+    coords = grid_coords(64, 64)                                   # x, y up to 63
+    freqs = init_mixed_frequencies(32, 4, theta=100.0)             # [2, nh, 16]
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        cos, sin = rope_cos_sin(freqs, coords)
+        cos_b, sin_b = rope_cos_sin(freqs.bfloat16(), coords.bfloat16())  # bf16 inputs as well
+    angles64 = (coords.double()[:, 0, None] * freqs.double()[0].unsqueeze(-2)
+                + coords.double()[:, 1, None] * freqs.double()[1].unsqueeze(-2))
+    assert cos.dtype == sin.dtype == cos_b.dtype == torch.float32
+    assert (cos.double() - angles64.cos()).abs().max() < 1e-4
+    assert (sin.double() - angles64.sin()).abs().max() < 1e-4
+    # What float32 buys: the same angles rounded to bf16 are wrong by a lot.
+    wrong = angles64.to(torch.bfloat16).double()
+    assert (wrong.cos() - angles64.cos()).abs().max() > 0.05
+
+
+@pytest.mark.parametrize('rope', ['mixed', 'axial'])
+def test_swin_bf16_autocast_keeps_rope_tables_float32(recorded_tables, rope):
+    torch.manual_seed(0)
+    model = RoPESwin(**TINY_SWIN, rope=rope)
+    x = torch.randn(2, 3, 64, 48)
+    ref = model(x)
+    if rope == 'mixed':  # mixed tables are rebuilt every forward (learnable); axial ones are cached
+        recorded_tables.clear()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(x)
+        loss = sum(o.float().pow(2).mean() for o in outs)
+    loss.backward()
+    assert recorded_tables, 'no RoPE table was built'
+    assert all(c == s == torch.float32 for c, s, _ in recorded_tables), recorded_tables
+    if rope == 'mixed':
+        assert all(on for _, _, on in recorded_tables)  # built inside the autocast region
+    else:
+        for stage in model.stages:  # the table the bf16 forward used
+            table = stage._rope_cache[1]
+            assert table.cos.dtype == table.sin.dtype == torch.float32
+    assert any(o.dtype == torch.bfloat16 for o in outs)  # autocast really ran in bf16
+    assert math.isfinite(loss.item())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    for o, r in zip(outs, ref):  # bf16 result close to the float32 one
+        assert (o.float() - r).abs().max() < 0.1 * r.abs().max()
+    if rope == 'mixed':  # learnable frequencies stay float32 parameters with float32 grads
+        f = model.stages[0].blocks[0].attn.w_msa.rope_freqs
+        assert f.dtype == torch.float32 and f.grad is not None and f.grad.dtype == torch.float32
+
+
+def test_axial_table_cache_is_float32_after_autocast_forward():
+    """The axial table is cached across forwards: a bf16 forward must not leave a bf16 table for the
+    next float32 forward (or the other way round)."""
+    torch.manual_seed(0)
+    model = RoPESwin(**TINY_SWIN, rope='axial').eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            model(x)
+        again = model(x)
+    for a, b in zip(ref, again):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert axial_frequencies(16).dtype == torch.float32
+
+
+def test_amp_optim_wrapper_trains_on_cpu_with_finite_losses():
+    """MMEngine's AmpOptimWrapper (what ``--amp`` selects) on the CPU: bf16 autocast, no CUDA GradScaler
+    needed, finite losses that go down on a fixed batch."""
+    from mmengine.optim import AmpOptimWrapper
+    torch.manual_seed(0)
+    model = RoPESwin(**TINY_SWIN)
+    head = torch.nn.Linear(64, 1)
+    params = list(model.parameters()) + list(head.parameters())
+    wrapper = AmpOptimWrapper(optimizer=torch.optim.AdamW(params, lr=1e-3), loss_scale='dynamic')
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([1.0, -1.0])
+    losses = []
+    for _ in range(4):
+        with wrapper.optim_context(model):
+            assert torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16
+            feat = model(x)[1].mean((2, 3))
+            loss = (head(feat).squeeze(-1).float() - y).pow(2).mean()
+        wrapper.update_params(loss)
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], losses
+    assert wrapper.state_dict()['loss_scaler'] == {}  # disabled scaler: nothing to resume
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the failure being fixed only exists without a GPU')
+def test_plain_mmengine_amp_refuses_cpu_and_fp16_on_cpu_is_a_clear_error():
+    from mmengine.optim import AmpOptimWrapper
+    from ropevit.mm import cpu_amp
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="dtype='float16' is not supported.*bfloat16"):
+        AmpOptimWrapper(optimizer=opt, dtype='float16')
+    cpu_amp.revert()
+    try:
+        with pytest.raises(AssertionError, match='only available training on gpu'):
+            AmpOptimWrapper(optimizer=opt)
+    finally:
+        cpu_amp.apply()
