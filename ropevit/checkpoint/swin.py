@@ -137,9 +137,9 @@ def _fit_to_model(sd: StateDict, model: nn.Module, dropped: dict[str, str]) -> N
     if rope == 'axial':
         for key in freq_keys:
             stage = model.stages[int(key.split('.')[1])]
-            expected = stage.axial_freqs.float().cpu()                   # [2, hd//2]
-            got = sd[key].float().cpu()
-            if got.shape[-1] != expected.shape[-1] or not torch.allclose(
+            expected = stage.axial_freqs.float().cpu()[:, None]          # [2, 1, hd//2]
+            got = sd[key].float().cpu()                                  # [2, nh, hd//2]
+            if got.dim() != 3 or got.shape[0] != 2 or got.shape[-1] != expected.shape[-1] or not torch.allclose(
                     got, expected.expand_as(got), atol=1e-6, rtol=1e-4):
                 raise CheckpointMismatchError(
                     f'{key}: the checkpoint frequencies are not axial RoPE with rope_theta={model.rope_theta} '
