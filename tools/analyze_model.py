@@ -41,7 +41,8 @@ ELEMENTWISE_OPS = frozenset(
         'sqrt', 'rsqrt', 'pow', 'sin', 'cos', 'abs', 'sign', 'gelu', 'relu', 'relu_', 'silu', 'sigmoid',
         'tanh', 'softmax', 'log_softmax', 'fill_', 'zero_', 'ne', 'lt', 'le', 'where', 'repeat', 'pad',
         'sum', 'mean', 'roll', 'stack', 'im2col', 'col2im', 'unbind', 'type_as', 'to', 'clone',
-        'new_zeros', 'ones_like', 'zeros_like', 'masked_fill_', 'argmax', 'topk', 'sort', 'lerp'))
+        'new_zeros', 'ones_like', 'zeros_like', 'masked_fill_', 'argmax', 'topk', 'sort', 'lerp',
+        'meshgrid', 'unflatten', 'linspace', 'dropout', 'feature_dropout'))
 
 
 def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
@@ -84,11 +85,21 @@ def rope_settings(backbone: nn.Module) -> dict[str, Any]:
         'learnable_frequency_params': sum(p.numel() for _, p in freq_params if p.requires_grad),
     }
     for key in ('window_size', 'global_attn_indexes', 'window_block_indexes', 'use_abs_pos', 'use_ape',
-                'use_rpb', 'patch_size', 'embed_dims', 'num_heads', 'depths', 'depth'):
+                'use_rpb', 'mask_padding', 'patch_size', 'arch_settings', 'embed_dims', 'num_heads', 'depths',
+                'depth'):
         value = getattr(backbone, key, None)
-        if isinstance(value, (int, float, bool, str, tuple, list)) and not isinstance(value, nn.Module):
-            info[key] = list(value) if isinstance(value, tuple) else value
+        if isinstance(value, (int, float, bool, str, tuple, list, dict)) and not isinstance(value, nn.Module):
+            info[key] = _plain(value)
     return info
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively, so the settings print and serialise as JSON alike."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _data_samples(scope: str, hw: tuple[int, int]) -> Optional[list]:
