@@ -106,6 +106,7 @@ def toy_main(argv: list[str]) -> None:
     p.add_argument('--max-iters', type=int, default=8)
     p.add_argument('--accum', type=int, default=1)
     p.add_argument('--dropout', type=float, default=0.5)
+    p.add_argument('--by-epoch', action='store_true', help='4 epochs of 5 iterations, checkpoint every epoch')
     args = p.parse_args(argv)
 
     class Toy(BaseModel):
@@ -150,9 +151,10 @@ def toy_main(argv: list[str]) -> None:
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.05), accumulative_counts=args.accum),
         param_scheduler=dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=8 * args.accum),
         # 10 samples / batch 2: an epoch ends after iteration 5 (a new shuffled order, a new iterator)
-        train_cfg=dict(by_epoch=False, max_iters=args.max_iters, val_interval=3),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False,
-                                           max_keep_ckpts=args.max_keep),
+        train_cfg=(dict(by_epoch=True, max_epochs=4, val_interval=1) if args.by_epoch
+                   else dict(by_epoch=False, max_iters=args.max_iters, val_interval=3)),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1 if args.by_epoch else 2,
+                                           by_epoch=args.by_epoch, max_keep_ckpts=args.max_keep),
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=EXTRA_HOOKS, resume=args.resume, randomness=dict(seed=0),
         default_scope='mmengine', launcher=args.launcher, env_cfg=dict(dist_cfg=dict(backend='nccl')))

@@ -26,12 +26,13 @@ DRIVER = os.path.join(ROOT, 'tests', 'resume_driver.py')
 
 
 def run_toy(work_dir, *, kill: str | None = None, resume: bool = False, no_fix: bool = False,
-            record=None, max_keep: int = -1) -> subprocess.CompletedProcess:
+            record=None, max_keep: int = -1, by_epoch: bool = False) -> subprocess.CompletedProcess:
     cmd = [sys.executable, DRIVER]
     cmd += ['--kill', kill] if kill else []
     cmd += ['--no-fix'] if no_fix else []
     cmd += ['--record', str(record)] if record else []
     cmd += ['toy', str(work_dir), '--max-keep', str(max_keep)] + (['--resume'] if resume else [])
+    cmd += ['--by-epoch'] if by_epoch else []
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
 
@@ -105,6 +106,21 @@ def test_without_rng_restore_resume_diverges(reference, tmp_path):
     assert max_weight_diff(str(plain / 'iter_6.pth'), str(reference / 'work' / 'iter_6.pth')) > 1e-3
     assert run_toy(fixed, resume=True).returncode == 0
     assert max_weight_diff(str(fixed / 'iter_6.pth'), str(reference / 'work' / 'iter_6.pth')) == 0.0
+
+
+def test_epoch_based_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    """Epoch-based loop (no replay: MMEngine restarts at the next epoch with sampler.set_epoch):
+    4 epochs of 5 iterations, checkpoint and validation every epoch, killed in epoch 3."""
+    ref, work = tmp_path / 'ref', tmp_path / 'work'
+    assert run_toy(ref, by_epoch=True, record=tmp_path / 'ref.txt').returncode == 0
+    assert run_toy(work, by_epoch=True, kill='iter:12', record=tmp_path / 'got.txt').returncode == -9
+    assert not (work / 'epoch_3.pth').exists()
+    r = run_toy(work, by_epoch=True, resume=True, record=tmp_path / 'got.txt')
+    assert r.returncode == 0 and 'resumed epoch: 2, iter: 10' in r.stdout + r.stderr, r.stderr[-3000:]
+    got, want = records(tmp_path / 'got.txt'), records(tmp_path / 'ref.txt')
+    assert got[:12] == want[:12] and got[12:] == want[10:]
+    for n in (3, 4):
+        assert_same_training_state(str(work / f'epoch_{n}.pth'), str(ref / f'epoch_{n}.pth'))
 
 
 def _plain_mmengine_pick(work) -> str | None:

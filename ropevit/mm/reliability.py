@@ -304,7 +304,10 @@ class RNGStateHook(Hook):
         loop = runner.train_loop
         if isinstance(loop, IterBasedTrainLoop):
             loop.dataloader_iterator = _RestoreBeforeFetch(loop, state, skip=runner.iter)
-        else:  # epoch-based: no replay; the next epoch's iterator is created after before_train_epoch
+        elif runner.iter == runner.epoch * len(loop.dataloader):
+            # Epoch-based, resumed at an epoch boundary: no replay; the next epoch's data iterator is
+            # created after this. (MMEngine restarts an epoch resumed mid-way, so there is no exact
+            # state to restore then.)
             _set_rng_state(state)
 
     def before_val(self, runner: Any) -> None:
