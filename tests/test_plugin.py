@@ -3,6 +3,7 @@ with ``custom_imports`` and a backbone swap only."""
 from __future__ import annotations
 
 import email
+import json
 import os
 import shutil
 import subprocess
@@ -55,15 +56,23 @@ def _copy_source(dst: str) -> str:
     return dst
 
 
-@pytest.mark.timeout(120)
-def test_editable_install_in_fresh_venv_imports_from_another_directory(tmp_path):
-    python = _layered_venv(str(tmp_path / 'venv'))
-    elsewhere = tmp_path / 'elsewhere'
+@pytest.fixture(scope='module')
+def installed_venv(tmp_path_factory):
+    """``(python, elsewhere)``: a fresh venv with ``pip install -e <checkout>``, and a directory
+    outside the checkout to run from. Asserts ropevit was not importable before the install."""
+    root = tmp_path_factory.mktemp('plugin')
+    python = _layered_venv(str(root / 'venv'))
+    elsewhere = root / 'elsewhere'
     elsewhere.mkdir()
     before = _run(python, 'import ropevit', cwd=str(elsewhere))
     assert before.returncode != 0 and 'ropevit' in before.stderr      # not visible before installing
-
     _pip(python, 'install', '--no-deps', '--no-build-isolation', '-e', ROOT, cwd=str(elsewhere))
+    return python, elsewhere
+
+
+@pytest.mark.timeout(120)
+def test_editable_install_in_fresh_venv_imports_from_another_directory(installed_venv):
+    python, elsewhere = installed_venv
     done = _run(python, 'import ropevit, ropevit.mm; print(ropevit.__file__); print(ropevit.__version__)',
                 cwd=str(elsewhere))
     assert done.returncode == 0, done.stderr
@@ -100,3 +109,85 @@ def test_built_wheel_installs_and_declares_dependencies(tmp_path):
     done = _run(python, 'import ropevit, ropevit.mm; print(ropevit.__file__)', cwd=str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert str(tmp_path / 'venv') in done.stdout                       # the installed copy, not the checkout
+
+
+# --------------------------------------------------------------------------------------------
+# outside-project configs: custom_imports + a backbone swap only
+# --------------------------------------------------------------------------------------------
+MM_CONFIGS = {   # plugin config -> the mm-series config it inherits
+    'mask-rcnn_rope-swin-t-p4-w7_fpn_1x_coco.py': 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
+    'upernet_rope-swin-t_8xb2-160k_ade20k-512x512.py':
+        'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+}
+
+# Runs in the fresh venv: ropevit is not imported before Config.fromfile, so only the config's
+# custom_imports can register RoPESwin.
+_BUILD_SCRIPT = r'''
+import json, sys
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+assert not any(m == 'ropevit' or m.startswith('ropevit.') for m in sys.modules)
+results = {}
+for path in sys.argv[1:]:
+    cfg = Config.fromfile(path)
+    imported = 'ropevit.mm' in sys.modules
+    init_default_scope(cfg.default_scope)
+    cfg.model.backbone.init_cfg = None            # no weights on this machine
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    with torch.no_grad():
+        feats = model.backbone(torch.rand(1, 3, 64, 96))
+    results[path] = dict(
+        imported_by_config=imported, scope=cfg.default_scope, model=type(model).__name__,
+        backbone=type(model.backbone).__module__ + '.' + type(model.backbone).__name__,
+        rope=model.backbone.rope, params=sum(p.numel() for p in model.backbone.parameters()),
+        shapes=[list(f.shape) for f in feats])
+print(json.dumps(results))
+'''
+
+
+def _load(path: str):
+    from mmengine.config import Config
+    return Config.fromfile(path)
+
+
+@pytest.mark.parametrize('name', sorted(MM_CONFIGS))
+def test_plugin_config_is_the_mm_config_with_a_backbone_swap(name, tmp_path):
+    """Everything but ``custom_imports`` and three backbone keys equals the mm-series config."""
+    ours = _load(os.path.join(PLUGIN_CONFIGS, name)).to_dict()
+    base_file = tmp_path / 'base.py'
+    base_file.write_text(f'_base_ = {MM_CONFIGS[name]!r}\n')
+    theirs = _load(str(base_file)).to_dict()
+    assert ours.pop('custom_imports') == dict(imports=['ropevit.mm'], allow_failed_imports=False)
+    ours_backbone, theirs_backbone = ours['model'].pop('backbone'), theirs['model'].pop('backbone')
+    assert ours == theirs
+    changed = {k for k in set(ours_backbone) | set(theirs_backbone) if ours_backbone.get(k) != theirs_backbone.get(k)}
+    assert changed <= {'type', 'rope', 'init_cfg'}
+    assert ours_backbone['type'] == 'RoPESwin' and theirs_backbone['type'] == 'SwinTransformer'
+
+
+@pytest.mark.timeout(120)
+def test_plugin_configs_build_in_fresh_venv_from_outside(installed_venv, tmp_path):
+    """Copied to a folder outside the checkout, the configs build with custom_imports only."""
+    python, elsewhere = installed_venv
+    outside = tmp_path / 'my_mm_project' / 'configs'
+    outside.mkdir(parents=True)
+    paths = []
+    for name in sorted(MM_CONFIGS):
+        shutil.copy(os.path.join(PLUGIN_CONFIGS, name), outside / name)
+        paths.append(str(outside / name))
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PYTHONHOME')}
+    done = subprocess.run([python, '-c', _BUILD_SCRIPT, *paths], cwd=str(elsewhere),
+                          capture_output=True, text=True, env=env, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    # Swin-T RoPE-Mixed: mmdet's Swin-T (27,520,698) minus the 23,322 relative-position-bias
+    # entries (169 x 138 heads), plus C frequencies per block (4,416)
+    swin_t_mixed = 27_520_698 - 169 * (2 * 3 + 2 * 6 + 6 * 12 + 2 * 24) + (2 * 96 + 2 * 192 + 6 * 384 + 2 * 768)
+    for path, scope, model in zip(paths, ('mmdet', 'mmseg'), ('MaskRCNN', 'EncoderDecoder')):
+        r = results[path]
+        assert r['imported_by_config'] and r['scope'] == scope and r['model'] == model
+        assert r['backbone'] == 'ropevit.mm.swin.RoPESwin' and r['rope'] == 'mixed'
+        assert r['params'] == swin_t_mixed
+        assert r['shapes'] == [[1, 96, 16, 24], [1, 192, 8, 12], [1, 384, 4, 6], [1, 768, 2, 3]]
