@@ -79,3 +79,56 @@ def test_bad_shape_is_rejected(tmp_path):
     cfg_path.write_text(f'_base_ = {MMDET_SWIN_T!r}\n')
     with pytest.raises(ValueError, match='--shape'):
         analyze_model.analyze(Config.fromfile(str(cfg_path)), shape=(0, 64))
+
+
+PLUGIN_DET = os.path.join(ROOT, 'projects', 'plugin_example', 'configs', 'mask-rcnn_rope-swin-t-p4-w7_fpn_1x_coco.py')
+
+
+def _run_tool(*args: str, cwd: str = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, TOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=110)
+
+
+def test_rope_swin_without_rope_counts_like_mmdet_swin(tmp_path):
+    """RoPESwin(rope='none', use_rpb=True) is plain Swin: the tool must give mmdet's Swin-T numbers,
+    although ours runs F.scaled_dot_product_attention and mmdet's explicit matmuls."""
+    from mmengine.config import Config
+    plain = Config.fromfile(PLUGIN_DET)
+    plain.merge_from_dict({'model.backbone.rope': 'none', 'model.backbone.use_rpb': True})
+    ours = analyze_model.analyze(plain, shape=(224, 224), backbone_only=True)
+    ref_path = tmp_path / 'swin.py'
+    ref_path.write_text(f'_base_ = {MMDET_SWIN_T!r}\n')
+    theirs = analyze_model.analyze(Config.fromfile(str(ref_path)), shape=(224, 224), backbone_only=True)
+    assert ours['backbone'] == 'RoPESwin' and theirs['backbone'] == 'SwinTransformer'
+    assert ours['backbone_params'] == theirs['backbone_params'] == 27_520_698
+    assert ours['backbone_flops'] == theirs['backbone_flops']
+    assert ours['rope']['type'] == 'none' and ours['rope']['use_rpb'] is True
+
+
+@pytest.mark.timeout(120)
+def test_cli_prints_finite_numbers_for_a_swin_config(tmp_path):
+    out = tmp_path / 'swin.json'
+    done = _run_tool(PLUGIN_DET, '--shape', '64', '96', '--json', str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 'RoPESwin' in done.stdout and 'type=mixed' in done.stdout and 'frequencies=learnable' in done.stdout
+    result = json.loads(out.read_text())
+    assert result['input_shape'] == [1, 3, 64, 96] and result['model'] == 'MaskRCNN'
+    for key in ('backbone_flops', 'model_flops', 'backbone_params', 'model_params'):
+        assert math.isfinite(result[key]) and result[key] > 0, key
+    assert result['model_flops'] > result['backbone_flops']
+    assert result['model_params'] > result['backbone_params']
+    rope = result['rope']
+    assert rope['theta'] == 10.0 and rope['window_size'] == 7 and rope['use_rpb'] is False
+    # RoPE-Mixed frequencies: C per block (x and y for nh heads of hd // 2 pairs)
+    assert rope['learnable_frequency_params'] == 2 * 96 + 2 * 192 + 6 * 384 + 2 * 768
+
+
+def test_axial_rope_reports_fixed_frequencies():
+    from mmengine.config import Config
+    cfg = Config.fromfile(PLUGIN_DET)
+    cfg.merge_from_dict({'model.backbone.rope': 'axial', 'model.backbone.arch': 'tiny',
+                         'model.backbone.depths': [2, 2], 'model.backbone.num_heads': [3, 6],
+                         'model.backbone.out_indices': [0, 1], 'model.neck.in_channels': [96, 192],
+                         'model.neck.num_outs': 5})
+    result = analyze_model.analyze(cfg, shape=(64, 64), backbone_only=True)
+    assert result['rope']['type'] == 'axial' and result['rope']['frequencies'] == 'fixed'
+    assert result['rope']['theta'] == 50.0 and result['rope']['learnable_frequency_params'] == 0
