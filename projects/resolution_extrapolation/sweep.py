@@ -1,0 +1,378 @@
+"""Resolution extrapolation sweep: evaluate trained mmseg / mmdet models at several test scales.
+
+For every ``(config, checkpoint[, name])`` and every scale ``s`` the test pipeline's ``Resize``
+target is multiplied by ``s`` (``scale=(W, H)`` -> ``(round(s*W), round(s*H))``, or
+``scale_factor`` -> ``s * scale_factor``), mmengine's ``TestLoop`` runs with the config's own
+evaluator (``IoUMetric`` for segmentation, ``CocoMetric`` for detection), and the metric is written
+to a markdown table (rows = scale, columns = models) and a PNG plot (metric vs scale, one line per
+model). A forward pre-hook on the backbone records the input size each model really saw.
+
+Segmentors are evaluated with ``test_cfg.mode='whole'``, so the backbone sees the whole resized
+image (sliding-window inference would feed it fixed-size crops whatever the scale). With
+``--window-size N``, models whose backbone has a ``window_size`` are evaluated a second time with
+that window (a relative position bias table, if any, is resized bicubically).
+
+Usage::
+
+    python projects/resolution_extrapolation/sweep.py \\
+        --model CONFIG_A CKPT_A ape --model CONFIG_B CKPT_B rope-mixed \\
+        --scales 0.5 0.75 1 1.25 1.5 2 --out-dir work_dirs/extrapolation
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import numbers
+import os
+import os.path as osp
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config, ConfigDict
+from mmengine.model import is_model_wrapper
+from mmengine.runner import Runner, TestLoop
+
+Task = Literal['seg', 'det']
+TASK_OF_SCOPE: dict[str, Task] = {'mmseg': 'seg', 'mmdet': 'det'}
+DEFAULT_METRIC: dict[Task, str] = {'seg': 'mIoU', 'det': 'coco/bbox_mAP'}
+# Keys of a state dict that depend on the window size (mmdet / ropevit Swin layouts).
+_BIAS_TABLE, _BIAS_INDEX = 'relative_position_bias_table', 'relative_position_index'
+
+
+class CheckpointConfigMismatchError(ValueError):
+    """The checkpoint was not trained with this config (missing / unexpected keys or shapes)."""
+
+
+@dataclass
+class ModelSpec:
+    config: str
+    checkpoint: str
+    name: str
+
+
+@dataclass
+class SweepResult:
+    metric: str
+    scales: list[float]
+    columns: list[str]
+    values: dict[str, list[float]]                                   # column -> one value per scale
+    input_hw: dict[str, list[list[tuple[int, int]]]] = field(default_factory=dict)  # column -> per scale
+
+    def to_markdown(self) -> str:
+        head = f'| test scale | backbone input (H×W) | ' + ' | '.join(self.columns) + ' |'
+        rule = '|---:|:---:|' + '---:|' * len(self.columns)
+        rows = [f'_{self.metric}_', '', head, rule]
+        for i, s in enumerate(self.scales):
+            shapes = sorted({_most_common(self.input_hw[c][i]) for c in self.columns})
+            shape_txt = ' / '.join(f'{h}×{w}' for h, w in shapes)
+            cells = ' | '.join(_fmt(self.values[c][i]) for c in self.columns)
+            rows.append(f'| {s:g}x | {shape_txt} | {cells} |')
+        return '\n'.join(rows) + '\n'
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(metric=self.metric, scales=self.scales, columns=self.columns, values=self.values,
+                    input_hw={c: [[list(hw) for hw in per] for per in v] for c, v in self.input_hw.items()})
+
+
+def _fmt(v: float) -> str:
+    return f'{v:.2f}' if math.isfinite(v) else str(v)
+
+
+def _most_common(shapes: list[tuple[int, int]]) -> tuple[int, int]:
+    return Counter(shapes).most_common(1)[0][0] if shapes else (0, 0)
+
+
+# ----------------------------------------------------------------------------- config surgery
+
+def task_of(cfg: Config) -> Task:
+    """``'seg'`` for an mmseg config, ``'det'`` for an mmdet one (by ``default_scope``)."""
+    scope = cfg.get('default_scope')
+    if scope not in TASK_OF_SCOPE:
+        raise ValueError(f'config {cfg.filename}: default_scope={scope!r}; the sweep supports '
+                         f"{sorted(TASK_OF_SCOPE)} (segmentation with IoUMetric, detection with CocoMetric)")
+    return TASK_OF_SCOPE[scope]
+
+
+def _is_resize(t: dict) -> bool:
+    return str(t.get('type', '')).split('.')[-1] == 'Resize'
+
+
+def scale_pipeline(pipeline: Sequence[dict], scale: float) -> list[dict]:
+    """A copy of ``pipeline`` whose ``Resize`` transforms target ``scale`` times their size."""
+    if not scale > 0:
+        raise ValueError(f'test scale must be > 0, got {scale}')
+    out = copy.deepcopy(list(pipeline))
+    resizes = [t for t in out if _is_resize(t)]
+    if not resizes:
+        raise ValueError('test pipeline has no Resize transform (types: '
+                         f'{[t.get("type") for t in out]}); the sweep changes the test scale through it')
+    for t in resizes:
+        if t.get('scale') is not None:
+            size = t['scale']
+            t['scale'] = (round(size * scale) if isinstance(size, (int, float))
+                          else tuple(round(v * scale) for v in size))
+        elif t.get('scale_factor') is not None:
+            f = t['scale_factor']
+            t['scale_factor'] = f * scale if isinstance(f, (int, float)) else tuple(v * scale for v in f)
+        else:
+            raise ValueError(f'Resize {t} has neither `scale` nor `scale_factor`')
+    return out
+
+
+def _dataset_with_pipeline(dataset: dict) -> dict:
+    """The (possibly wrapped) dataset config that holds ``pipeline``."""
+    if 'pipeline' in dataset:
+        return dataset
+    if isinstance(dataset.get('dataset'), dict):
+        return _dataset_with_pipeline(dataset['dataset'])
+    raise ValueError(f'cannot find the test pipeline in dataset config of type {dataset.get("type")!r}')
+
+
+def scaled_test_dataloader(cfg: Config, scale: float) -> dict:
+    dataloader = copy.deepcopy(cfg.test_dataloader)
+    dataset = _dataset_with_pipeline(dataloader['dataset'])
+    dataset['pipeline'] = scale_pipeline(dataset['pipeline'], scale)
+    return dataloader
+
+
+def _check_model_type(cfg: Config, task: Task) -> None:
+    """Clear error if ``model.type`` is not a registered segmentor / detector."""
+    from mmengine.utils import import_modules_from_strings
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
+    if task == 'seg':
+        from mmseg.models.segmentors import BaseSegmentor as Base
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+    else:
+        from mmdet.models.detectors import BaseDetector as Base
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    model_type = cfg.model.get('type')
+    cls = MODELS.get(model_type) if isinstance(model_type, str) else model_type
+    if not (isinstance(cls, type) and issubclass(cls, Base)):
+        known = sorted(k for k, v in MODELS.module_dict.items() if isinstance(v, type) and issubclass(v, Base))
+        kind = 'segmentor' if task == 'seg' else 'detector'
+        raise ValueError(f'unknown model type {model_type!r} in {cfg.filename}: not a registered {kind} of '
+                         f'{cfg.default_scope}; known: {known}')
+
+
+def prepare_config(config: str | Config, *, work_dir: str, window_size: Optional[int] = None) -> Config:
+    cfg = Config.fromfile(config) if isinstance(config, str) else copy.deepcopy(config)
+    task = task_of(cfg)
+    for key in ('test_dataloader', 'test_evaluator', 'model'):
+        if not cfg.get(key):
+            raise ValueError(f'config {cfg.filename} has no {key}; the sweep runs its test loop')
+    _check_model_type(cfg, task)
+    if task == 'seg':
+        cfg.model.test_cfg = dict(mode='whole')
+    if window_size is not None:
+        backbone = cfg.model.get('backbone', {})
+        if 'window_size' not in backbone:
+            raise ValueError(f'--window-size {window_size}: backbone {backbone.get("type")!r} of '
+                             f'{cfg.filename} has no window_size')
+        backbone['window_size'] = window_size
+    cfg.work_dir = work_dir
+    cfg.load_from, cfg.resume = None, False
+    cfg.test_cfg = cfg.get('test_cfg') or dict(type='TestLoop')
+    cfg.log_level = 'WARNING'
+    cfg.visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
+    cfg.default_hooks = dict(timer=dict(type='IterTimerHook'))
+    cfg.custom_hooks = []
+    return cfg
+
+
+# ----------------------------------------------------------------------------- checkpoint
+
+def _resize_bias_table(table: torch.Tensor, rows: int) -> torch.Tensor:
+    """Bicubic resize of a ``[(2w-1)^2, nh]`` relative position bias table to ``rows`` rows."""
+    src, dst = math.isqrt(table.shape[0]), math.isqrt(rows)
+    grid = table.float().t().reshape(1, -1, src, src)                   # [1, nh, 2w-1, 2w-1]
+    grid = F.interpolate(grid, size=(dst, dst), mode='bicubic', align_corners=False)
+    return grid.reshape(-1, rows).t().contiguous().to(table.dtype)      # [(2w'-1)^2, nh]
+
+
+def load_trained_checkpoint(model: torch.nn.Module, path: str, *, config: str = '',
+                            window_changed: bool = False) -> None:
+    """Load a checkpoint trained with this config strictly: every key and shape must match.
+
+    With ``window_changed`` the window-dependent relative position bias tables are resized and
+    their index buffers taken from the model. Raises :class:`CheckpointConfigMismatchError`
+    naming the keys that do not fit.
+    """
+    from ropevit.checkpoint.common import unwrap_state_dict
+    from ropevit.checkpoint.io import load_checkpoint_file
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    state = unwrap_state_dict(load_checkpoint_file(path, map_location='cpu'))
+    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    own = model.state_dict()
+    if window_changed:
+        for k in list(state):
+            if k in own and own[k].shape != state[k].shape:
+                if k.endswith(_BIAS_TABLE):
+                    state[k] = _resize_bias_table(state[k], own[k].shape[0])
+                elif k.endswith(_BIAS_INDEX):
+                    state[k] = own[k]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
+              for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        def _few(keys: list[str]) -> str:
+            return f'{keys[:10]}{" ... (%d in all)" % len(keys) if len(keys) > 10 else ""}'
+        parts = [f'{what} {_few(keys)}' for what, keys in
+                 (('shape mismatches', shapes), ('missing keys', missing), ('unexpected keys', unexpected)) if keys]
+        raise CheckpointConfigMismatchError(
+            f'checkpoint {path} does not match the model of {config or type(model).__name__}: ' + '; '.join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def build_runner(spec: ModelSpec, *, work_dir: str, window_size: Optional[int] = None) -> Runner:
+    """A Runner for ``spec.config`` with the trained weights loaded (strictly)."""
+    cfg = prepare_config(spec.config, work_dir=work_dir, window_size=window_size)
+    runner = Runner.from_cfg(cfg)
+    runner.call_hook('before_run')                                      # as Runner.test() does (log paths)
+    load_trained_checkpoint(unwrap(runner.model), spec.checkpoint, config=spec.config,
+                            window_changed=window_size is not None)
+    return runner
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if is_model_wrapper(model) else model
+
+
+def evaluate_at_scale(runner: Runner, scale: float) -> tuple[dict[str, float], list[tuple[int, int]]]:
+    """Run the config's test loop with the Resize target times ``scale``.
+
+    Returns the metrics and the ``(H, W)`` of every batch the backbone saw.
+    """
+    cfg = runner.cfg
+    seen: list[tuple[int, int]] = []
+
+    def record(_module: torch.nn.Module, args: tuple) -> None:
+        seen.append(tuple(args[0].shape[-2:]))                           # args[0]: [B, 3, H, W]
+
+    model = unwrap(runner.model)
+    handle = model.backbone.register_forward_pre_hook(record)
+    try:
+        loop = TestLoop(runner, scaled_test_dataloader(cfg, scale), copy.deepcopy(cfg.test_evaluator))
+        metrics = loop.run()
+    finally:
+        handle.remove()
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}, seen   # numpy scalars too
+
+
+def sweep(specs: Sequence[ModelSpec], scales: Sequence[float], *, work_dir: str,
+          window_size: Optional[int] = None, metric: Optional[str] = None,
+          log: Callable[[str], None] = print) -> SweepResult:
+    """Evaluate every model at every scale (and, for windowed backbones, with ``window_size``)."""
+    if not specs:
+        raise ValueError('no models given')
+    if not scales:
+        raise ValueError('no test scales given')
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f'model names must be unique, got {names}')
+    tasks = {task_of(Config.fromfile(s.config)) for s in specs}
+    if len(tasks) > 1 and metric is None:
+        raise ValueError('segmentation and detection models need one --metric to share a table')
+    metric = metric or DEFAULT_METRIC[tasks.pop()]
+    columns: list[str] = []
+    values: dict[str, list[float]] = {}
+    input_hw: dict[str, list[list[tuple[int, int]]]] = {}
+    for spec in specs:
+        runs: list[tuple[str, Optional[int]]] = [(spec.name, None)]
+        if window_size is not None and 'window_size' in Config.fromfile(spec.config).model.get('backbone', {}):
+            runs.append((f'{spec.name} (window {window_size})', window_size))
+        for column, ws in runs:
+            runner = build_runner(spec, work_dir=osp.join(work_dir, 'runs', column.replace(' ', '_')),
+                                  window_size=ws)
+            columns.append(column)
+            values[column], input_hw[column] = [], []
+            for s in scales:
+                metrics, seen = evaluate_at_scale(runner, s)
+                if metric not in metrics:
+                    raise KeyError(f'metric {metric!r} not reported by {spec.config}; got {sorted(metrics)}')
+                values[column].append(metrics[metric])
+                input_hw[column].append(seen)
+                log(f'{column:>28s}  scale {s:g}x  input {_most_common(seen)}  {metric} {metrics[metric]:.2f}')
+    return SweepResult(metric=metric, scales=list(scales), columns=columns, values=values, input_hw=input_hw)
+
+
+def plot(result: SweepResult, path: str, *, title: str = 'Resolution extrapolation') -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for c in result.columns:
+        ax.plot(result.scales, result.values[c], marker='o', label=c)
+    ax.axvline(1.0, color='grey', linestyle='--', linewidth=0.8)
+    ax.set_xlabel('test scale (× training/test resolution)')
+    ax.set_ylabel(result.metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(result: SweepResult, out_dir: str, *, title: str = 'Resolution extrapolation') -> dict[str, str]:
+    os.makedirs(out_dir, exist_ok=True)
+    paths = dict(table=osp.join(out_dir, 'results.md'), json=osp.join(out_dir, 'results.json'),
+                 plot=osp.join(out_dir, 'results.png'))
+    with open(paths['table'], 'w') as f:
+        f.write(result.to_markdown())
+    with open(paths['json'], 'w') as f:
+        json.dump(result.to_json(), f, indent=1)
+    plot(result, paths['plot'], title=title)
+    return paths
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_model(values: list[str]) -> ModelSpec:
+    if len(values) not in (2, 3):
+        raise argparse.ArgumentTypeError(f'--model takes CONFIG CHECKPOINT [NAME], got {values}')
+    name = values[2] if len(values) == 3 else osp.splitext(osp.basename(values[0]))[0]
+    return ModelSpec(config=values[0], checkpoint=values[1], name=name)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> SweepResult:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--model', nargs='+', action='append', required=True, metavar='ARG',
+                        help='CONFIG CHECKPOINT [NAME]; repeat for more models')
+    parser.add_argument('--scales', nargs='+', type=float, default=[0.5, 0.75, 1.0, 1.25, 1.5, 2.0],
+                        help='test scales relative to the test pipeline Resize (default 0.5..2)')
+    parser.add_argument('--window-size', type=int, default=None,
+                        help='also evaluate windowed backbones with this window size')
+    parser.add_argument('--metric', default=None, help='metric key (default mIoU / coco/bbox_mAP)')
+    parser.add_argument('--out-dir', default='work_dirs/resolution_extrapolation')
+    parser.add_argument('--title', default='Resolution extrapolation')
+    args = parser.parse_args(argv)
+    try:
+        specs = [parse_model(m) for m in args.model]
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))
+    result = sweep(specs, args.scales, work_dir=args.out_dir, window_size=args.window_size, metric=args.metric)
+    paths = write_outputs(result, args.out_dir, title=args.title)
+    print(result.to_markdown())
+    print('wrote ' + ', '.join(paths.values()))
+    return result
+
+
+if __name__ == '__main__':
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    if root not in sys.path:                                            # run from a checkout
+        sys.path.insert(0, root)
+    main()

@@ -1,0 +1,216 @@
+"""projects/resolution_extrapolation/sweep.py: the test-scale sweep on tiny models and generated data.
+
+What is proven here:
+- the sweep runs mmseg's real IoUMetric through mmengine's TestLoop on a tiny checkpoint and gives one
+  row per scale, finite metrics, a markdown table and a PNG;
+- a larger test scale really changes what the backbone receives (our own forward pre-hook, not the
+  sweep's record, sees the resized tensor), and the 1x result equals mmengine's plain ``Runner.test()``;
+- an unknown model type, a non-mm config and a checkpoint that does not fit the config are clear errors;
+- ``--window-size`` evaluates a windowed backbone with another window (RoPESwin, window 4 -> 2).
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location(
+    'extrapolation_sweep', osp.join(ROOT, 'projects', 'resolution_extrapolation', 'sweep.py'))
+sweep = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = sweep                                        # dataclasses look their module up
+_spec.loader.exec_module(sweep)
+
+SIZE = 32  # generated images are SIZE x SIZE; the test pipeline resizes to (SIZE, SIZE) at 1x
+
+
+def _make_ade_set(root, *, count: int = 2) -> str:
+    """ADE20k layout (images/validation/*.jpg, annotations/validation/*.png, 0 = ignore), 3 classes."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    palette = np.array([[0, 0, 0], [200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
+    for split in ('images/validation', 'annotations/validation'):
+        (root / split).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        label = np.ones((SIZE, SIZE), np.uint8)
+        label[:, SIZE // 2:] = 2
+        label[SIZE // 4: SIZE // 2, 4 + i: SIZE // 2] = 3
+        image = palette[label] + rng.integers(0, 40, (SIZE, SIZE, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / 'images' / 'validation' / f'img_{i}.jpg', quality=95)
+        Image.fromarray(label).save(root / 'annotations' / 'validation' / f'img_{i}.png')
+    return str(root)
+
+
+VIT = "dict(type='VisionTransformer', img_size=(32, 32), patch_size=8, embed_dims=32, num_layers=2, " \
+      "num_heads=2, out_indices=(1,), final_norm=True, init_cfg=None)"
+SWIN = "dict(type='RoPESwin', arch=dict(embed_dims=16, depths=(1, 1), num_heads=(1, 2)), rope='mixed', " \
+       "window_size=4, use_rpb=True, out_indices=(1,), init_cfg=None)"
+
+
+def _config(tmp_path, data_root: str, *, backbone: str = VIT, channels: int = 32, model_type: str = 'EncoderDecoder',
+            name: str = 'tiny.py') -> str:
+    """A complete tiny mmseg config (no _base_): backbone + FCN head, generated ADE set, IoUMetric."""
+    text = f"""
+default_scope = 'mmseg'
+custom_imports = dict(imports=['ropevit.mm'], allow_failed_imports=False)
+model = dict(
+    type={model_type!r},
+    data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+                           bgr_to_rgb=True, pad_val=0, seg_pad_val=255),
+    backbone={backbone},
+    decode_head=dict(type='FCNHead', in_channels={channels}, in_index=0, channels=16, num_convs=1,
+                     concat_input=False, num_classes=150, norm_cfg=dict(type='BN', requires_grad=True),
+                     align_corners=False,
+                     loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+    train_cfg=dict(), test_cfg=dict(mode='slide', crop_size=(16, 16), stride=(8, 8)))
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=({SIZE}, {SIZE}), keep_ratio=True),
+                 dict(type='LoadAnnotations', reduce_zero_label=True), dict(type='PackSegInputs')]
+test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                       sampler=dict(type='DefaultSampler', shuffle=False),
+                       dataset=dict(type='ADE20KDataset', data_root={data_root!r},
+                                    data_prefix=dict(img_path='images/validation',
+                                                     seg_map_path='annotations/validation'),
+                                    pipeline=test_pipeline))
+test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_cfg = dict(type='TestLoop')
+env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'), dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)
+"""
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def _checkpoint(config: str, path) -> str:
+    """Random weights whose classifier prefers the 3 classes of the set (so mIoU is not trivially 0)."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    import ropevit.mm  # noqa: F401
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(config).model)
+    model.init_weights()
+    with torch.no_grad():
+        model.decode_head.conv_seg.bias[3:] = -20.0
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('extrap')
+    data_root = _make_ade_set(tmp / 'ade')
+    config = _config(tmp, data_root)
+    return dict(tmp=tmp, data_root=data_root, config=config, checkpoint=_checkpoint(config, tmp / 'tiny.pth'))
+
+
+@pytest.mark.timeout(60)
+def test_sweep_gives_one_row_per_scale_with_finite_metrics(tiny, tmp_path):
+    scales = [0.5, 1.0, 2.0]
+    spec = sweep.ModelSpec(tiny['config'], tiny['checkpoint'], 'tiny-ape')
+    result = sweep.sweep([spec], scales, work_dir=str(tmp_path), log=lambda _: None)
+    assert result.metric == 'mIoU' and result.columns == ['tiny-ape']
+    assert len(result.values['tiny-ape']) == len(scales)
+    assert all(math.isfinite(v) and 0.0 <= v <= 100.0 for v in result.values['tiny-ape'])
+    # whole-image inference: the backbone sees the resized image (the config's slide mode is replaced)
+    assert [sweep._most_common(hw) for hw in result.input_hw['tiny-ape']] == [(16, 16), (32, 32), (64, 64)]
+    paths = sweep.write_outputs(result, str(tmp_path / 'out'))
+    rows = [r for r in open(paths['table']).read().splitlines() if r.startswith('| ') and 'x |' in r]
+    assert [r.split('|')[1].strip() for r in rows] == ['0.5x', '1x', '2x']
+    with open(paths['plot'], 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.mark.timeout(60)
+def test_larger_scale_changes_the_input_the_backbone_sees(tiny, tmp_path):
+    runner = sweep.build_runner(sweep.ModelSpec(tiny['config'], tiny['checkpoint'], 'tiny'), work_dir=str(tmp_path))
+    model = sweep.unwrap(runner.model)
+    shapes: list[tuple[int, ...]] = []
+    model.backbone.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+    metrics_1x, _ = sweep.evaluate_at_scale(runner, 1.0)
+    assert shapes == [(1, 3, SIZE, SIZE)] * 2
+    shapes.clear()
+    sweep.evaluate_at_scale(runner, 1.5)
+    assert shapes == [(1, 3, 48, 48)] * 2                             # 1.5 x 32, both images
+
+    # 1x is exactly what mmengine's own Runner.test() reports with the checkpoint (whole mode)
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(tiny['config'])
+    cfg.model.test_cfg = dict(mode='whole')
+    cfg.work_dir, cfg.load_from = str(tmp_path / 'plain'), tiny['checkpoint']
+    plain = Runner.from_cfg(cfg).test()
+    assert metrics_1x['mIoU'] == pytest.approx(plain['mIoU'])
+
+
+def test_scale_pipeline_multiplies_resize_and_rejects_pipelines_without_it():
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(2048, 512), keep_ratio=True),
+                dict(type='mmdet.Resize', scale_factor=0.5)]
+    out = sweep.scale_pipeline(pipeline, 0.5)
+    assert out[1]['scale'] == (1024, 256) and out[2]['scale_factor'] == 0.25
+    assert pipeline[1]['scale'] == (2048, 512)                        # input untouched
+    with pytest.raises(ValueError, match='no Resize'):
+        sweep.scale_pipeline([dict(type='LoadImageFromFile')], 2.0)
+    with pytest.raises(ValueError, match='> 0'):
+        sweep.scale_pipeline(pipeline, 0.0)
+
+
+def test_unknown_model_type_is_a_clear_error(tiny, tmp_path):
+    config = _config(tmp_path, tiny['data_root'], model_type='MySegmentor')
+    with pytest.raises(ValueError, match=r"unknown model type 'MySegmentor'.*known: .*EncoderDecoder"):
+        sweep.build_runner(sweep.ModelSpec(config, tiny['checkpoint'], 'x'), work_dir=str(tmp_path))
+    # a registered module that is not a segmentor is refused too
+    config = _config(tmp_path, tiny['data_root'], model_type='FCNHead', name='head.py')
+    with pytest.raises(ValueError, match="unknown model type 'FCNHead'"):
+        sweep.build_runner(sweep.ModelSpec(config, tiny['checkpoint'], 'x'), work_dir=str(tmp_path))
+
+
+def test_config_of_another_scope_is_a_clear_error(tmp_path):
+    path = tmp_path / 'cls.py'
+    path.write_text("default_scope = 'mmpretrain'\nmodel = dict(type='ImageClassifier')\n")
+    with pytest.raises(ValueError, match=r"default_scope='mmpretrain'.*\['mmdet', 'mmseg'\]"):
+        sweep.prepare_config(str(path), work_dir=str(tmp_path))
+
+
+def test_checkpoint_of_another_config_is_a_clear_error(tiny, tmp_path):
+    wider = _config(tmp_path, tiny['data_root'], name='wider.py',
+                    backbone=VIT.replace('embed_dims=32', 'embed_dims=48'), channels=48)
+    with pytest.raises(sweep.CheckpointConfigMismatchError,
+                       match=r'does not match the model of .*wider\.py: shape mismatches .*backbone\.cls_token: '
+                             r'checkpoint \(1, 1, 32\) vs model \(1, 1, 48\)'):
+        sweep.build_runner(sweep.ModelSpec(wider, tiny['checkpoint'], 'x'), work_dir=str(tmp_path))
+    # keys missing from the checkpoint are named as well
+    state = torch.load(tiny['checkpoint'], weights_only=True)['state_dict']
+    del state['decode_head.conv_seg.weight']
+    torch.save({'state_dict': state}, str(tmp_path / 'partial.pth'))
+    with pytest.raises(sweep.CheckpointConfigMismatchError, match=r"missing keys \['decode_head\.conv_seg\.weight'\]"):
+        sweep.build_runner(sweep.ModelSpec(tiny['config'], str(tmp_path / 'partial.pth'), 'x'), work_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        sweep.build_runner(sweep.ModelSpec(tiny['config'], str(tmp_path / 'nope.pth'), 'x'), work_dir=str(tmp_path))
+
+
+def test_window_size_option_evaluates_windowed_backbones_with_another_window(tiny, tmp_path):
+    config = _config(tmp_path, tiny['data_root'], backbone=SWIN, channels=32, name='swin.py')
+    checkpoint = _checkpoint(config, tmp_path / 'swin.pth')
+    result = sweep.sweep([sweep.ModelSpec(config, checkpoint, 'swin'),
+                          sweep.ModelSpec(tiny['config'], tiny['checkpoint'], 'vit')],
+                         [1.0], work_dir=str(tmp_path), window_size=2, log=lambda _: None)
+    # the ViT of this config has no window: it gets no extra column
+    assert result.columns == ['swin', 'swin (window 2)', 'vit']
+    assert all(math.isfinite(v[0]) for v in result.values.values())
+    runner = sweep.build_runner(sweep.ModelSpec(config, checkpoint, 'swin'), work_dir=str(tmp_path), window_size=2)
+    backbone = sweep.unwrap(runner.model).backbone
+    assert backbone.window_size == 2
+    trained = torch.load(checkpoint, weights_only=True)['state_dict']
+    tables = [k for k in trained if k.endswith('relative_position_bias_table')]
+    assert tables and all(trained[k].shape[0] == 7 * 7 for k in tables)      # (2*4-1)^2 rows
+    resized = sweep.unwrap(runner.model).state_dict()
+    assert all(resized[k].shape[0] == 3 * 3 for k in tables)                  # (2*2-1)^2 rows
+    with pytest.raises(ValueError, match="backbone 'VisionTransformer' .* has no window_size"):
+        sweep.prepare_config(tiny['config'], work_dir=str(tmp_path), window_size=2)
