@@ -214,3 +214,81 @@ def test_window_size_option_evaluates_windowed_backbones_with_another_window(tin
     assert all(resized[k].shape[0] == 3 * 3 for k in tables)                  # (2*2-1)^2 rows
     with pytest.raises(ValueError, match="backbone 'VisionTransformer' .* has no window_size"):
         sweep.prepare_config(tiny['config'], work_dir=str(tmp_path), window_size=2)
+
+
+# --------------------------------------------------------------------------------------------
+# detection: the same sweep with mmdet's CocoMetric on a generated COCO-format set
+# --------------------------------------------------------------------------------------------
+def _make_coco_set(root, *, count: int = 2, size: int = 64) -> str:
+    """COCO json + JPEGs: each image holds two coloured rectangles of two categories."""
+    import json
+    from PIL import Image
+    (root / 'images').mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for i in range(count):
+        image = rng.integers(0, 40, (size, size, 3), dtype=np.uint8)
+        for cat, (x, y, w, h) in ((1, (4 + i, 6, 20, 16)), (2, (34, 30 - i, 24, 28))):
+            image[y:y + h, x:x + w] = (220, 40, 40) if cat == 1 else (40, 40, 220)
+            annotations.append(dict(id=len(annotations) + 1, image_id=i + 1, category_id=cat, bbox=[x, y, w, h],
+                                    area=w * h, iscrowd=0))
+        Image.fromarray(image).save(root / 'images' / f'{i}.jpg', quality=95)
+        images.append(dict(id=i + 1, file_name=f'{i}.jpg', height=size, width=size))
+    coco = dict(images=images, annotations=annotations,
+                categories=[dict(id=1, name='red'), dict(id=2, name='blue')])
+    (root / 'val.json').write_text(json.dumps(coco))
+    return str(root)
+
+
+def _det_config(tmp_path, data_root: str) -> str:
+    text = f"""
+default_scope = 'mmdet'
+custom_imports = dict(imports=['ropevit.mm'], allow_failed_imports=False)
+model = dict(
+    type='RetinaNet',
+    data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+                           bgr_to_rgb=True, pad_size_divisor=32),
+    backbone={SWIN.replace('out_indices=(1,)', 'out_indices=(0, 1)')},
+    neck=dict(type='FPN', in_channels=[16, 32], out_channels=16, start_level=0, num_outs=2),
+    bbox_head=dict(type='RetinaHead', num_classes=2, in_channels=16, stacked_convs=1, feat_channels=16,
+                   anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4, scales_per_octave=1,
+                                         ratios=[1.0], strides=[4, 8]),
+                   bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4, target_stds=[1.0] * 4),
+                   loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+                   loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+    test_cfg=dict(nms_pre=200, min_bbox_size=0, score_thr=0.0, nms=dict(type='nms', iou_threshold=0.5),
+                  max_per_img=50))
+metainfo = dict(classes=('red', 'blue'))
+test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                       sampler=dict(type='DefaultSampler', shuffle=False),
+                       dataset=dict(type='CocoDataset', data_root={data_root!r}, ann_file='val.json',
+                                    data_prefix=dict(img='images/'), metainfo=metainfo, test_mode=True,
+                                    pipeline=[dict(type='LoadImageFromFile'),
+                                              dict(type='Resize', scale=(64, 64), keep_ratio=True),
+                                              dict(type='LoadAnnotations', with_bbox=True),
+                                              dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',
+                                                   'img_shape', 'scale_factor'))]))
+test_evaluator = dict(type='CocoMetric', ann_file={data_root + '/val.json'!r}, metric='bbox')
+test_cfg = dict(type='TestLoop')
+env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'), dist_cfg=dict(backend='gloo'))
+"""
+    path = tmp_path / 'det.py'
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.timeout(60)
+def test_detection_sweep_uses_coco_metric_and_resizes_the_input(tmp_path):
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    import ropevit.mm  # noqa: F401
+    config = _det_config(tmp_path, _make_coco_set(tmp_path / 'coco'))
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    torch.save({'state_dict': MODELS.build(Config.fromfile(config).model).state_dict()}, str(tmp_path / 'det.pth'))
+    result = sweep.sweep([sweep.ModelSpec(config, str(tmp_path / 'det.pth'), 'det')], [0.5, 1.5],
+                         work_dir=str(tmp_path), log=lambda _: None)
+    assert result.metric == 'coco/bbox_mAP'
+    assert len(result.values['det']) == 2 and all(math.isfinite(v) and 0 <= v <= 1 for v in result.values['det'])
+    # 64 px images: 32 and 96 px, padded by the data preprocessor to a multiple of 32
+    assert [sweep._most_common(hw) for hw in result.input_hw['det']] == [(32, 32), (96, 96)]

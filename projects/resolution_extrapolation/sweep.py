@@ -81,7 +81,9 @@ class SweepResult:
 
 
 def _fmt(v: float) -> str:
-    return f'{v:.2f}' if math.isfinite(v) else str(v)
+    if not math.isfinite(v):
+        return str(v)
+    return f'{v:.2f}' if abs(v) > 1 else f'{v:.3f}'                    # mIoU in %, COCO mAP in [0, 1]
 
 
 def _most_common(shapes: list[tuple[int, int]]) -> tuple[int, int]:
