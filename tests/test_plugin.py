@@ -191,3 +191,53 @@ def test_plugin_configs_build_in_fresh_venv_from_outside(installed_venv, tmp_pat
         assert r['backbone'] == 'ropevit.mm.swin.RoPESwin' and r['rope'] == 'mixed'
         assert r['params'] == swin_t_mixed
         assert r['shapes'] == [[1, 96, 16, 24], [1, 192, 8, 12], [1, 384, 4, 6], [1, 768, 2, 3]]
+
+
+@pytest.mark.timeout(120)
+def test_mmseg_tools_test_tta_runs_the_plugin_seg_config(tmp_path):
+    """An mmseg user's path: mmseg's own tools/test.py --tta on the plugin config (shrunk to a
+    tiny model) and a generated ADE20k-format set; mmseg's TTA recipe comes with the mmseg base."""
+    import re
+
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    from test_tta import _make_ade_set
+
+    data_root = _make_ade_set(tmp_path / 'ade', count=2, size=(48, 64))
+    plugin = os.path.join(PLUGIN_CONFIGS, 'upernet_rope-swin-t_8xb2-160k_ade20k-512x512.py')
+    config = tmp_path / 'tiny_plugin_seg.py'
+    config.write_text(f"""
+_base_ = [{plugin!r}]
+model = dict(
+    backbone=dict(init_cfg=None, embed_dims=32, depths=[2, 2], num_heads=[2, 4], strides=(4, 2),
+                  out_indices=(0, 1)),
+    decode_head=dict(in_channels=[32, 64], in_index=[0, 1], channels=32, pool_scales=(1, 2),
+                     norm_cfg=dict(type='BN', requires_grad=True)),
+    auxiliary_head=None)
+test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False, dataset=dict(data_root={data_root!r}))
+default_hooks = dict(logger=dict(interval=1))
+""")
+    cfg = Config.fromfile(str(config))
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    with torch.no_grad():
+        model.decode_head.conv_seg.bias[3:] = -20.0      # predict among the set's 3 classes
+    checkpoint = tmp_path / 'tiny.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, str(checkpoint))
+
+    import mmseg
+    tool = os.path.join(os.path.dirname(mmseg.__file__), '.mim', 'tools', 'test.py')
+    done = subprocess.run([sys.executable, tool, str(config), str(checkpoint), '--tta',
+                           '--work-dir', str(tmp_path / 'work')],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=110)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    # the config the tool ran: model = SegTTAModel wrapping the segmentor
+    model_block = re.search(r'^model = dict\(\n((?: .*\n)*)', log, re.M).group(1)
+    assert "\n    type='SegTTAModel')" in model_block and '\n    module=dict(' in model_block
+    miou = re.findall(r'mIoU: (\d+\.\d+)', log)
+    assert miou and 0.0 < float(miou[-1]) <= 100.0
