@@ -142,9 +142,9 @@ def test_padding_values_do_not_change_real_tokens(monkeypatch):
 
 
 def test_padding_does_not_change_model_outputs():
-    # Same image content: the 56x56 grid of a 224 image needs no window padding with ws=7,
-    # while ws=8 pads it to 64x64. With padding masked, a 1-stage model at ws=8 on the
-    # 224 image equals the reference computed block by block without any padding.
+    # A 25 x 23 token grid with ws=8 is padded to 32 x 24. With padding masked, a one-stage
+    # model equals the block-by-block reference that never pads (its attention only sees
+    # the real tokens of each, possibly shifted, window).
     model = RoPESwin(arch=dict(embed_dims=32, depths=[2], num_heads=[2]), window_size=8,
                      out_indices=(0,)).eval()
     x = torch.randn(1, 3, 100, 92)                                   # 25 x 23 tokens
