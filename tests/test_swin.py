@@ -4,7 +4,6 @@ import time
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ropevit.layers import swin_attention
 from ropevit.layers.rope import apply_rope, axial_frequencies, grid_coords, rope_cos_sin
