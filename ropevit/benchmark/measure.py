@@ -1,0 +1,198 @@
+"""Timing, peak memory and output parity for the benchmark (plain PyTorch, any device).
+
+* Time: ``warmup`` untimed calls, then ``reps`` timed calls; the median is reported with
+  the quartiles. Functions that are compared with each other are timed *interleaved*
+  (A B C, A B C, ...), so a load change on a shared machine hits every contender alike.
+  On CUDA the device is synchronised before the clock is read.
+* Peak memory: the extra memory held by tensors at the worst moment of one call, above
+  what was allocated before it (weights and input not counted; activations, workspace
+  and, for forward+backward, gradients counted). CUDA: ``torch.cuda.max_memory_allocated``
+  minus ``memory_allocated`` before the call. CPU: the same quantity reconstructed from
+  ``torch.profiler``'s memory timeline (every tensor allocation and free of the CPU
+  allocator, in order); this is tensor memory, not process RSS (no allocator caching or
+  fragmentation is counted).
+* Parity: the max absolute difference between two outputs (tensors or lists of them);
+  :func:`check_parity` raises :class:`ParityError` beyond a tolerance.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence, Union
+
+import torch
+
+Output = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+class ParityError(AssertionError):
+    """Two implementations that must agree gave different outputs."""
+
+
+@dataclass(frozen=True)
+class TimeStats:
+    """Milliseconds per call over ``reps`` timed calls."""
+    median: float
+    p25: float
+    p75: float
+    min: float
+    reps: int
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _quantile(sorted_vals: list[float], q: float) -> float:
+    pos = q * (len(sorted_vals) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
+
+
+def time_group(fns: Mapping[str, Callable[[], object]], *, device: torch.device, warmup: int = 2,
+               reps: int = 5) -> dict[str, TimeStats]:
+    """Time several callables interleaved; ``{name: TimeStats}`` in milliseconds.
+
+    Args:
+        fns: zero-argument callables (each one call = one measured unit).
+        device: where they run (CUDA is synchronised around each call).
+        warmup: untimed calls of each callable first (>= 0).
+        reps: timed calls of each callable (>= 1).
+    """
+    if reps < 1 or warmup < 0:
+        raise ValueError(f'reps={reps} must be >= 1 and warmup={warmup} >= 0')
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            samples[name].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for name, vals in samples.items():
+        s = sorted(vals)
+        out[name] = TimeStats(statistics.median(s), _quantile(s, 0.25), _quantile(s, 0.75), s[0], len(s))
+    return out
+
+
+def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak extra CPU tensor memory of one call, from the profiler's memory timeline."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action  # the profiler's own timeline (private API)
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
+        fn()
+    current = peak = 0
+    for _, action, _, size in sorted(prof._memory_profile().timeline, key=lambda r: r[0]):
+        if action == Action.CREATE:
+            current += size
+        elif action == Action.DESTROY:
+            current -= size
+        peak = max(peak, current)
+    return peak
+
+
+def peak_memory_bytes(fn: Callable[[], object], *, device: torch.device) -> int:
+    """Extra tensor memory at the peak of one call of ``fn`` (see the module docstring)."""
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    if device.type == 'cpu':
+        return _cpu_peak_bytes(fn)
+    raise ValueError(f'peak memory: device type {device.type!r} is not supported (cpu, cuda)')
+
+
+def _flat(out: Output) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _flat(o)]
+    raise TypeError(f'expected a tensor or a list/tuple of tensors, got {type(out).__name__}')
+
+
+def max_abs_diff(a: Output, b: Output) -> float:
+    """Max absolute difference over all tensors; ``inf`` if the structures or shapes differ."""
+    fa, fb = _flat(a), _flat(b)
+    if len(fa) != len(fb) or any(x.shape != y.shape for x, y in zip(fa, fb)):
+        return math.inf
+    return max((x.float() - y.float()).abs().max().item() for x, y in zip(fa, fb))
+
+
+def check_parity(reference: Output, candidate: Output, *, atol: float, what: str) -> float:
+    """Return the max abs difference; raise :class:`ParityError` when it exceeds ``atol``.
+
+    Args:
+        reference, candidate: outputs (tensor or list of tensors) of the two implementations.
+        atol: tolerance on the max absolute difference.
+        what: a description of the comparison for the error message.
+    """
+    diff = max_abs_diff(reference, candidate)
+    if not diff <= atol:     # also catches NaN
+        shapes = ([tuple(t.shape) for t in _flat(reference)], [tuple(t.shape) for t in _flat(candidate)])
+        raise ParityError(f'{what}: outputs differ, max abs diff {diff:.3g} > atol {atol:g} '
+                          f'(shapes {shapes[0]} vs {shapes[1]}); the comparison would not be like for like')
+    return diff
+
+
+def pin_threads(num_threads: int) -> int:
+    """Fix torch's intra-op threads (and one inter-op thread); return the count in use."""
+    if num_threads < 1:
+        raise ValueError(f'num_threads={num_threads} must be >= 1')
+    torch.set_num_threads(num_threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:     # already set (parallel work has started): keep it
+        pass
+    return torch.get_num_threads()
+
+
+def describe_environment(device: torch.device) -> dict[str, str]:
+    """Device, threads and versions, as printed above the tables."""
+    info = {
+        'device': device.type,
+        'torch': torch.__version__,
+        'python': platform.python_version(),
+        'threads': f'{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op',
+        'cpu': _cpu_name(),
+        'cpu cores visible': str(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+                                 else os.cpu_count()),
+    }
+    if device.type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(device)
+        info['cuda'] = str(torch.version.cuda)
+        info['tf32 matmul'] = str(torch.backends.cuda.matmul.allow_tf32)
+    try:
+        import timm
+        info['timm'] = timm.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'

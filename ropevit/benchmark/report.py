@@ -1,0 +1,179 @@
+"""Result rows, ratios against the targets, markdown tables and the plot."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional, Sequence
+
+from .measure import TimeStats
+
+Size = tuple[int, int]
+
+
+def size_str(size: Size) -> str:
+    """``(H, W)`` -> ``'HxW'``."""
+    return f'{size[0]}x{size[1]}'
+
+
+@dataclass
+class Row:
+    """One measured configuration."""
+    suite: str
+    model: str            # what was run, e.g. 'RoPEViT-B mixed' or 'timm vit_base_patch16_rope_224'
+    impl: str             # 'ropevit' | 'timm' | 'mmdet' | 'manual-softmax' | 'compiled'
+    size: Size
+    mode: str             # 'fwd' | 'fwd+bwd'
+    dtype: str            # 'fp32' | 'bf16'
+    time: TimeStats
+    peak_mib: Optional[float] = None
+    parity: Optional[str] = None     # e.g. 'max|diff| 3e-7 vs timm'
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple:
+        return (self.suite, self.model, self.size, self.mode, self.dtype)
+
+    @property
+    def pixels(self) -> int:
+        return self.size[0] * self.size[1]
+
+
+@dataclass
+class Ratio:
+    """A ratio of two measured quantities, with the issue's target for it (if any)."""
+    name: str
+    size: Size
+    mode: str
+    dtype: str
+    value: float
+    target: str = ''                  # e.g. '<= 1.0'
+    holds: Optional[bool] = None      # None: informational
+
+
+def _fmt_ms(t: TimeStats) -> str:
+    return f'{t.median:.1f} ({t.p25:.1f}-{t.p75:.1f})'
+
+
+def rows_table(rows: Sequence[Row]) -> str:
+    """Markdown table of rows (median time with the inter-quartile range)."""
+    lines = ['| suite | model | impl | input HxW | mode | dtype | time ms, median (IQR) | reps | peak MiB | check |',
+             '|---|---|---|---|---|---|---:|---:|---:|---|']
+    for r in rows:
+        mem = '' if r.peak_mib is None else f'{r.peak_mib:.0f}'
+        lines.append(f'| {r.suite} | {r.model} | {r.impl} | {size_str(r.size)} | {r.mode} | {r.dtype} | '
+                     f'{_fmt_ms(r.time)} | {r.time.reps} | {mem} | {r.parity or ""} |')
+    return '\n'.join(lines)
+
+
+def ratios_table(ratios: Sequence[Ratio]) -> str:
+    """Markdown table of ratios with their target and whether it holds."""
+    lines = ['| ratio | input HxW | mode | dtype | value | target | holds |', '|---|---|---|---|---:|---|---|']
+    for q in ratios:
+        holds = '' if q.holds is None else ('yes' if q.holds else '**no**')
+        lines.append(f'| {q.name} | {size_str(q.size)} | {q.mode} | {q.dtype} | {q.value:.3f} | {q.target} | '
+                     f'{holds} |')
+    return '\n'.join(lines)
+
+
+class Results:
+    """All rows of one run, looked up by ``(suite, model, size, mode, dtype)``."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.ratios: list[Ratio] = []
+        self.notes: list[str] = []
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        return row
+
+    def get(self, suite: str, model: str, size: Size, mode: str, dtype: str) -> Optional[Row]:
+        for r in self.rows:
+            if r.key == (suite, model, size, mode, dtype):
+                return r
+        return None
+
+    def ratio(self, name: str, num: Optional[Row], den: Optional[Row], *,
+              quantity: Callable[[Row], Optional[float]] = lambda r: r.time.median,
+              transform: Callable[[float], float] = lambda v: v, target: str = '',
+              check: Optional[Callable[[float], bool]] = None) -> Optional[Ratio]:
+        """Add ``transform(quantity(num) / quantity(den))`` (skipped when a row is missing)."""
+        if num is None or den is None:
+            return None
+        a, b = quantity(num), quantity(den)
+        if a is None or b is None or b == 0:
+            return None
+        value = transform(a / b)
+        q = Ratio(name, num.size, num.mode, num.dtype, value, target,
+                  None if check is None else bool(check(value)))
+        self.ratios.append(q)
+        return q
+
+    def markdown(self, header: dict[str, str]) -> str:
+        parts = ['## Environment', '', *[f'- **{k}**: {v}' for k, v in header.items()], '']
+        suites = list(dict.fromkeys(r.suite for r in self.rows))
+        for s in suites:
+            parts += [f'## {s}', '', rows_table([r for r in self.rows if r.suite == s]), '']
+        if self.ratios:
+            parts += ['## Ratios', '', ratios_table(self.ratios), '']
+        if self.notes:
+            parts += ['## Notes', '', *[f'- {n}' for n in self.notes], '']
+        return '\n'.join(parts)
+
+    def to_json(self, header: dict[str, str]) -> str:
+        return json.dumps({'environment': header, 'rows': [asdict(r) for r in self.rows],
+                           'ratios': [asdict(q) for q in self.ratios], 'notes': self.notes}, indent=1)
+
+
+def growth_exponent(small: Row, large: Row) -> float:
+    """``log(t_large / t_small) / log(px_large / px_small)``: 1 = linear in pixels, 2 = quadratic."""
+    return math.log(large.time.median / small.time.median) / math.log(large.pixels / small.pixels)
+
+
+def plot(results: Results, path: str, *, title: str) -> Optional[str]:
+    """Time and peak memory against megapixels, one line per (suite, model, mode, dtype).
+
+    Returns the path written, or None when matplotlib is missing or nothing has two sizes.
+    """
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    series: dict[tuple, list[Row]] = {}
+    for r in results.rows:
+        series.setdefault((r.suite, r.model, r.mode, r.dtype), []).append(r)
+    series = {k: sorted(v, key=lambda r: r.pixels) for k, v in series.items()
+              if len({r.pixels for r in v}) >= 2}
+    if not series:
+        return None
+    suites = list(dict.fromkeys(k[0] for k in series))
+    fig, axes = plt.subplots(len(suites), 2, figsize=(13, 4.2 * len(suites)), squeeze=False)
+    for i, suite in enumerate(suites):
+        ax_t, ax_m = axes[i]
+        for (s, model, mode, dtype), rows in series.items():
+            if s != suite:
+                continue
+            mpx = [r.pixels / 1e6 for r in rows]
+            label = f'{model} {mode} {dtype}'
+            style = '--' if rows[0].impl in ('timm', 'mmdet', 'manual-softmax') else '-'
+            ax_t.plot(mpx, [r.time.median for r in rows], style, marker='o', label=label)
+            if all(r.peak_mib is not None for r in rows):
+                ax_m.plot(mpx, [r.peak_mib for r in rows], style, marker='o', label=label)
+        ax_t.set_title(f'{suite}: time (median)')
+        ax_t.set_xlabel('input megapixels')
+        ax_t.set_ylabel('ms')
+        ax_m.set_title(f'{suite}: peak extra memory')
+        ax_m.set_xlabel('input megapixels')
+        ax_m.set_ylabel('MiB')
+        for ax in (ax_t, ax_m):
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,387 @@
+"""The benchmark's comparisons (issue 7), each a function ``suite(results, cfg, **options)``.
+
+* :func:`vit_vs_timm` - ``RoPEViT`` (mixed / axial / none) vs timm's RoPE-ViT ports
+  (``vit_*_patch16_rope{_mixed}_224``, ``dynamic_img_size=True``) with the same weights,
+  outputs checked first; the RoPE overhead comes from the same interleaved runs.
+* :func:`windowed_vit` - ViTDet-style windowed ``RoPEViT`` vs the same weights with all
+  blocks global, and vs the manual-softmax attention baseline (mmdet's ViTDet way).
+* :func:`window_scaling` - cost against pixels for window blocks (window-only, windowed
+  with global blocks, all-global).
+* :func:`swin_vs_mmdet` - ``RoPESwin`` vs mmdet's ``SwinTransformer`` (bias table), with a
+  plain-Swin parity check through the same weights.
+* :func:`compile_check` - ``torch.compile`` of the backbone: same outputs, speed-up.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .attention import manual_softmax_attention, swap_attention
+from .measure import ParityError, check_parity, time_group
+from .report import Results, Row, Size, growth_exponent, size_str
+from .runner import BenchConfig, Contender, Parity, count_calls, run_group
+
+ArchSpec = Union[str, dict]
+
+#: RoPEViT presets -> (timm name stem, depth), for the timm counterparts.
+TIMM_STEMS: dict[str, str] = {'small': 'vit_small_patch16', 'base': 'vit_base_patch16', 'large': 'vit_large_patch16'}
+SHORT: dict[str, str] = {'small': 'S', 'base': 'B', 'large': 'L'}
+
+#: timm's RoPE-ViT hyper-parameters, for a custom (tiny) arch dict in tests.
+_TIMM_VIT_KW = ('embed_dim', 'depth', 'num_heads')
+
+
+# ----------------------------------------------------------------------------- builders
+def _arch_name(arch: ArchSpec) -> str:
+    if isinstance(arch, str):
+        return f'ViT-{SHORT.get(arch, arch)}'
+    return f'ViT(d{arch.get("embed_dims")},L{arch.get("depth")},h{arch.get("num_heads")})'
+
+
+def _timm_kwargs(arch: ArchSpec) -> tuple[str, dict]:
+    """timm model stem and the overrides for ``arch`` (a preset or a tiny dict)."""
+    if isinstance(arch, str):
+        if arch not in TIMM_STEMS:
+            raise ValueError(f'arch={arch!r}: timm counterparts exist for {tuple(TIMM_STEMS)}')
+        return TIMM_STEMS[arch], {}
+    return 'vit_small_patch16', dict(embed_dim=arch['embed_dims'], depth=arch['depth'],
+                                     num_heads=arch['num_heads'])
+
+
+def build_timm_rope_vit(arch: ArchSpec, rope: str) -> nn.Module:
+    """timm's port: ``..._rope_mixed_224`` (mixed), ``..._rope_224`` (axial), and for
+    ``'none'`` the same axial model with ``use_rot_pos_emb=False`` (same architecture,
+    no position information), all with ``dynamic_img_size=True`` and no head."""
+    import timm
+    stem, kw = _timm_kwargs(arch)
+    name = f'{stem}_rope_mixed_224' if rope == 'mixed' else f'{stem}_rope_224'
+    if rope == 'none':
+        kw['use_rot_pos_emb'] = False
+    elif rope not in ('mixed', 'axial'):
+        raise ValueError(f'rope={rope!r}: choose mixed, axial or none')
+    return timm.create_model(name, pretrained=False, dynamic_img_size=True, num_classes=0, **kw).eval()
+
+
+def build_ropevit(arch: ArchSpec, rope: str, **kwargs) -> nn.Module:
+    """``RoPEViT`` returning the final-normed last block as one NCHW map."""
+    from ropevit.models.vit import RoPEViT
+    if isinstance(arch, dict):
+        depth = arch['depth']
+    else:
+        depth = {'small': 12, 'base': 12, 'large': 24}[arch]
+    kwargs.setdefault('out_indices', (depth - 1,))
+    return RoPEViT(arch=arch, rope=rope, drop_path_rate=0.0, **kwargs).eval()
+
+
+def load_timm_weights(ours: nn.Module, timm_model: nn.Module) -> None:
+    """Load a timm RoPE-ViT's weights into ``RoPEViT`` with ropevit's own converter."""
+    from ropevit.checkpoint import vit as vit_ckpt
+    sd = vit_ckpt.convert_vit_state_dict(timm_model.state_dict(), ours)
+    missing, unexpected = ours.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.endswith(('freqs_cos', 'freqs_sin'))]
+    if missing or unexpected:
+        raise ParityError(f'timm -> RoPEViT weights: missing {missing}, unexpected {unexpected}')
+
+
+def timm_patch_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm ``forward_features`` patch tokens as NCHW (prefix tokens dropped)."""
+    feats = model.forward_features(x)                        # [B, T + N, C]
+    b, _, c = feats.shape
+    h, w = -(-x.shape[-2] // 16), -(-x.shape[-1] // 16)
+    return feats[:, model.num_prefix_tokens:].reshape(b, h, w, c).permute(0, 3, 1, 2)  # [B, C, h, w]
+
+
+def timm_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What timm users run: ``forward_features`` (timed as is, no reshape)."""
+    return model.forward_features(x)
+
+
+def rope_table_calls(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """Calls of ``rope_cos_sin`` in a first and a second forward (a cache shows as 0)."""
+    counts = []
+    for _ in range(2):
+        with torch.no_grad(), count_calls('rope_cos_sin') as calls:
+            model(x)
+        counts.append(calls[0])
+    return counts[0], counts[1]
+
+
+# ----------------------------------------------------------------------------- suites
+def vit_vs_timm(results: Results, cfg: BenchConfig, *, archs: Sequence[ArchSpec] = ('small', 'base'),
+                ropes: Sequence[str] = ('mixed', 'axial', 'none'), sizes: Sequence[Size] = ((224, 224),),
+                atol: float = 1e-4, suite: str = 'RoPEViT vs timm') -> None:
+    """RoPEViT vs timm for every arch x rope, all interleaved per size; ratios and RoPE overhead."""
+    for arch in archs:
+        name = _arch_name(arch)
+        short = name[4:]
+        timed, refs, parity, ours_by_rope = [], [], [], {}
+        for rope in ropes:
+            torch.manual_seed(cfg.seed)
+            ref = build_timm_rope_vit(arch, rope).to(cfg.device)
+            ours = build_ropevit(arch, rope).to(cfg.device)
+            load_timm_weights(ours, ref)
+            ours_by_rope[rope] = ours
+            cfg.log(f'[{suite}] {name} rope={rope}: RoPEViT loaded from timm '
+                    f'{ref.default_cfg.get("architecture", "")}')
+            timed += [Contender(f'RoPEViT-{short} {rope}', 'ropevit', ours),
+                      Contender(f'timm {name} {rope}', 'timm', ref, timm_features)]
+            refs.append(Contender(f'timm {name} {rope} (NCHW patch tokens)', 'timm', ref, timm_patch_features))
+            parity.append(Parity(f'RoPEViT-{short} {rope}', refs[-1].label, atol))
+        for size in sizes:
+            run_group(results, cfg, suite, timed, size, parity=parity, references=refs)
+            x = torch.randn(cfg.batch, 3, *size, device=cfg.device)
+            for rope, model in ours_by_rope.items():
+                if rope != 'none':
+                    first, second = rope_table_calls(model, x)
+                    results.notes.append(
+                        f'RoPEViT-{short} rope={rope} at {size_str(size)}: rope_cos_sin called {first}x in a first '
+                        f'forward, {second}x in a second one (0 = cached across forwards)')
+        for size in sizes:
+            big = min(size) >= 512 or size[0] * size[1] >= 512 * 512
+            for dtype in cfg.dtypes:
+                for mode in cfg.modes:
+                    fwd = mode == 'fwd'
+                    for rope in ropes:
+                        results.ratio(f'RoPEViT-{short} {rope} / timm time',
+                                      results.get(suite, f'RoPEViT-{short} {rope}', size, mode, dtype),
+                                      results.get(suite, f'timm {name} {rope}', size, mode, dtype),
+                                      target='<= 1.0' if fwd else '', check=(lambda v: v <= 1.0) if fwd else None)
+                    none = results.get(suite, f'RoPEViT-{short} none', size, mode, dtype)
+                    for rope in ropes:
+                        if rope != 'none':
+                            results.ratio(f'RoPE overhead RoPEViT-{short} {rope} vs none (fraction)',
+                                          results.get(suite, f'RoPEViT-{short} {rope}', size, mode, dtype), none,
+                                          transform=lambda v: v - 1.0,
+                                          target='<= 0.05' if big and fwd else '',
+                                          check=(lambda v: v <= 0.05) if big and fwd else None)
+        del timed, refs, ours_by_rope
+        _free(cfg)
+
+
+def _free(cfg: BenchConfig) -> None:
+    import gc
+    gc.collect()
+    if cfg.device.type == 'cuda':
+        torch.cuda.empty_cache()
+
+
+def _vitdet_kwargs(arch: ArchSpec, window_size: int, global_blocks: Optional[Sequence[int]]) -> dict:
+    depth = arch['depth'] if isinstance(arch, dict) else {'small': 12, 'base': 12, 'large': 24}[arch]
+    if global_blocks is None:     # ViTDet: the last block of each quarter
+        global_blocks = tuple(depth // 4 * (i + 1) - 1 for i in range(4))
+    return dict(window_size=window_size, global_attn_indexes=tuple(global_blocks), with_cls_token=False)
+
+
+def _tag(arch: ArchSpec, window_size: int, global_blocks: Optional[Sequence[int]]) -> str:
+    n = len(_vitdet_kwargs(arch, window_size, global_blocks)['global_attn_indexes'])
+    return f'ws{window_size}+{n} global'
+
+
+def _windowed_family(cfg: BenchConfig, arch: ArchSpec, rope: str, window_size: int,
+                     global_blocks: Optional[Sequence[int]], *, window_only: bool = False,
+                     with_none: bool = False) -> dict[str, nn.Module]:
+    """Windowed, all-global (and window-only / rope=none) RoPEViTs sharing one set of weights."""
+    torch.manual_seed(cfg.seed)
+    kw = _vitdet_kwargs(arch, window_size, global_blocks)
+    windowed = build_ropevit(arch, rope, **kw).to(cfg.device)
+    sd = windowed.state_dict()
+    models = {'windowed': windowed}
+    variants = {'all-global': dict(kw, window_size=0, global_attn_indexes=())}
+    if window_only:
+        variants['window-only'] = dict(kw, global_attn_indexes=())
+    for key, vkw in variants.items():
+        m = build_ropevit(arch, rope, **vkw).to(cfg.device)
+        m.load_state_dict(sd)
+        models[key] = m
+    if with_none:
+        torch.manual_seed(cfg.seed)
+        m = build_ropevit(arch, 'none', **kw).to(cfg.device)
+        m.load_state_dict({k: v for k, v in sd.items() if k in m.state_dict()})
+        models['windowed rope=none'] = m
+    return models
+
+
+def _manual(c_model: nn.Module, label: str) -> Contender:
+    return Contender(label, 'manual-softmax', c_model, context=lambda: swap_attention(manual_softmax_attention))
+
+
+def windowed_vit(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'base', rope: str = 'mixed',
+                 window_size: int = 14, global_blocks: Optional[Sequence[int]] = None,
+                 sizes: Sequence[Size] = ((1024, 1024),), global_manual: bool = True, atol: float = 1e-4,
+                 suite: str = 'windowed ViT') -> None:
+    """Windowed RoPEViT vs all-global vs the manual-softmax baseline of the same weights."""
+    name = _arch_name(arch)
+    models = _windowed_family(cfg, arch, rope, window_size, global_blocks, with_none=rope != 'none')
+    tag = _tag(arch, window_size, global_blocks)
+    win = f'RoPEViT-{name[4:]} {rope} {tag}'
+    glob = f'RoPEViT-{name[4:]} {rope} all-global'
+    contenders = [Contender(win, 'ropevit', models['windowed']),
+                  _manual(models['windowed'], f'manual-softmax {name} {rope} {tag}'),
+                  Contender(glob, 'ropevit', models['all-global'])]
+    if global_manual:
+        contenders.append(_manual(models['all-global'], f'manual-softmax {name} {rope} all-global'))
+    if 'windowed rope=none' in models:
+        contenders.append(Contender(f'RoPEViT-{name[4:]} none {tag}', 'ropevit',
+                                    models['windowed rope=none']))
+    for size in sizes:
+        x = torch.randn(cfg.batch, 3, *size, device=cfg.device)
+        with torch.no_grad(), swap_attention(manual_softmax_attention) as calls:
+            models['windowed'](x)
+        if calls[0] == 0:
+            raise ParityError('manual-softmax swap did not reach RoPEViT attention')
+        parity = [Parity(contenders[1].label, win, atol)]
+        if global_manual:
+            parity.append(Parity(contenders[3].label, glob, atol))
+        rows = run_group(results, cfg, suite, contenders, size, parity=parity)
+        for dtype in cfg.dtypes:
+            for mode in cfg.modes:
+                w = rows[(win, mode, dtype)]
+                m = rows[(contenders[1].label, mode, dtype)]
+                g = rows[(glob, mode, dtype)]
+                results.ratio(f'manual-softmax / RoPEViT windowed time (speed-up)', m, w,
+                              target='>= 1.5' if mode == 'fwd' else '',
+                              check=(lambda v: v >= 1.5) if mode == 'fwd' else None)
+                if global_manual:
+                    results.ratio(f'manual-softmax all-global / RoPEViT all-global time (speed-up)',
+                                  rows[(contenders[3].label, mode, dtype)], g)
+                results.ratio('RoPEViT all-global / windowed time', g, w)
+                results.ratio('RoPEViT windowed / all-global peak memory', w, g,
+                              quantity=lambda r: r.peak_mib, target='<= 0.5', check=lambda v: v <= 0.5)
+                results.ratio('manual-softmax windowed / RoPEViT windowed peak memory', m, w,
+                              quantity=lambda r: r.peak_mib)
+                none_row = rows.get((f'RoPEViT-{name[4:]} none {tag}', mode, dtype))
+                if none_row is not None:
+                    results.ratio(f'RoPE overhead RoPEViT-{name[4:]} windowed {rope} vs none (fraction)', w,
+                                  none_row, transform=lambda v: v - 1.0,
+                                  target='<= 0.05' if mode == 'fwd' else '',
+                                  check=(lambda v: v <= 0.05) if mode == 'fwd' else None)
+    del models, contenders
+    _free(cfg)
+
+
+def window_scaling(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'base', rope: str = 'mixed',
+                   window_size: int = 14, global_blocks: Optional[Sequence[int]] = None,
+                   sizes: Sequence[int] = (512, 640, 768, 896, 1024), all_global: bool = True,
+                   suite: str = 'cost vs pixels') -> None:
+    """Forward cost against pixels: window-only, windowed (+global blocks), all-global."""
+    name = _arch_name(arch)
+    models = _windowed_family(cfg, arch, rope, window_size, global_blocks, window_only=True)
+    contenders = [Contender(f'RoPEViT-{name[4:]} {rope} ws{window_size} window-only', 'ropevit',
+                            models['window-only']),
+                  Contender(f'RoPEViT-{name[4:]} {rope} {_tag(arch, window_size, global_blocks)}', 'ropevit',
+                            models['windowed'])]
+    if all_global:
+        contenders.append(Contender(f'RoPEViT-{name[4:]} {rope} all-global', 'ropevit', models['all-global']))
+    rows: dict[int, dict] = {}
+    for s in sizes:
+        rows[s] = run_group(results, cfg, suite, contenders, (s, s), modes=('fwd',))
+    lo, hi = min(sizes), max(sizes)
+    if lo != hi:
+        for dtype in cfg.dtypes:
+            for c in contenders:
+                a, b = rows[lo][(c.label, 'fwd', dtype)], rows[hi][(c.label, 'fwd', dtype)]
+                exp = growth_exponent(a, b)
+                window_only = 'window-only' in c.label
+                results.ratios.append(_exp_ratio(f'time growth exponent {lo}->{hi} (1 = linear in pixels): '
+                                                 f'{c.label}', b, exp, window_only))
+    del models, contenders
+    _free(cfg)
+
+
+def _exp_ratio(name: str, row: Row, exp: float, checked: bool):
+    from .report import Ratio
+    return Ratio(name, row.size, row.mode, row.dtype, exp, '<= 1.15 (about linear)' if checked else '',
+                 (exp <= 1.15) if checked else None)
+
+
+SWIN_T = dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+
+
+def build_mmdet_swin(arch: dict) -> nn.Module:
+    from mmdet.models.backbones.swin import SwinTransformer
+    m = SwinTransformer(embed_dims=arch['embed_dims'], depths=list(arch['depths']), num_heads=list(arch['num_heads']),
+                        drop_path_rate=0.0)
+    m.init_weights()
+    m.eval()              # mmdet's train() returns None
+    return m
+
+
+def swin_vs_mmdet(results: Results, cfg: BenchConfig, *, arch: Optional[dict] = None,
+                  sizes: Sequence[Size] = ((224, 224), (800, 1333)), ropes: Sequence[str] = ('mixed', 'axial'),
+                  atol: float = 1e-4, suite: str = 'RoPESwin vs mmdet Swin') -> None:
+    """mmdet Swin-T vs ropevit's plain Swin (same weights, parity) and RoPESwin (RoPE, no table)."""
+    from ropevit.checkpoint.swin import convert_swin_state_dict
+    from ropevit.models.swin import RoPESwin
+    arch = dict(SWIN_T if arch is None else arch)
+    tag = 'Swin-T' if arch == SWIN_T else f'Swin(d{arch["embed_dims"]})'
+    torch.manual_seed(cfg.seed)
+    ref = build_mmdet_swin(arch)
+    with torch.no_grad():     # non-trivial bias tables
+        for n, p in ref.named_parameters():
+            if 'relative_position_bias_table' in n:
+                p.normal_(0, 0.5)
+    plain = RoPESwin(arch=arch, rope='none', use_rpb=True, mask_padding=False, drop_path_rate=0.0)
+    plain.load_state_dict(convert_swin_state_dict(ref.state_dict(), plain))
+    contenders = [Contender(f'mmdet {tag} (bias table)', 'mmdet', ref.to(cfg.device)),
+                  Contender(f'RoPESwin {tag} none + bias table', 'ropevit', plain.eval().to(cfg.device))]
+    sd = {k: v for k, v in plain.state_dict().items() if 'relative_position' not in k}
+    for rope in ropes:
+        m = RoPESwin(arch=arch, rope=rope, drop_path_rate=0.0)
+        missing, unexpected = m.load_state_dict(sd, strict=False)
+        if unexpected or any('rope' not in k for k in missing):
+            raise ParityError(f'Swin weights do not fit RoPESwin rope={rope}: {missing} {unexpected}')
+        contenders.append(Contender(f'RoPESwin {tag} {rope} (no table)', 'ropevit', m.eval().to(cfg.device)))
+    for size in sizes:
+        rows = run_group(results, cfg, suite, contenders, size,
+                         parity=[Parity(contenders[1].label, contenders[0].label, atol)])
+        for dtype in cfg.dtypes:
+            for mode in cfg.modes:
+                big = size[0] * size[1] >= 800 * 1333
+                for c in contenders[1:]:
+                    check = big and mode == 'fwd' and c.label.endswith('(no table)')
+                    results.ratio(f'{c.label} / mmdet time', rows[(c.label, mode, dtype)],
+                                  rows[(contenders[0].label, mode, dtype)],
+                                  target='<= 1.0' if check else '', check=(lambda v: v <= 1.0) if check else None)
+                for c in contenders[2:]:
+                    results.ratio(f'{c.label} / mmdet peak memory', rows[(c.label, mode, dtype)],
+                                  rows[(contenders[0].label, mode, dtype)], quantity=lambda r: r.peak_mib)
+    del contenders, ref
+    _free(cfg)
+
+
+def compile_check(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'small', rope: str = 'mixed',
+                  size: Size = (224, 224), vitdet: bool = False, atol: float = 1e-4,
+                  suite: str = 'torch.compile') -> None:
+    """``torch.compile`` of RoPEViT: outputs equal eager's (fwd), compile time, speed-up."""
+    name = _arch_name(arch)
+    torch.manual_seed(cfg.seed)
+    kw = _vitdet_kwargs(arch, 14, None) if vitdet else {}
+    eager = build_ropevit(arch, rope, **kw).to(cfg.device)
+    compiled = torch.compile(eager)
+    x = torch.randn(cfg.batch, 3, *size, generator=torch.Generator().manual_seed(cfg.seed)).to(cfg.device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        got = compiled(x)
+    compile_s = time.perf_counter() - t0
+    with torch.no_grad():
+        ref = eager(x)
+    diff = check_parity(ref, got, atol=atol, what=f'[{suite}] compiled vs eager {name} {rope}')
+    label = f'RoPEViT-{name[4:]} {rope}' + (f' {_tag(arch, 14, None)}' if vitdet else '')
+    stats = time_group({'eager': lambda: _fwd(eager, x), 'compiled': lambda: _fwd(compiled, x)},
+                       device=cfg.device, warmup=cfg.warmup, reps=cfg.reps)
+    e = results.add(Row(suite, f'{label} eager', 'ropevit', size, 'fwd', 'fp32', stats['eager']))
+    c = results.add(Row(suite, f'{label} torch.compile', 'compiled', size, 'fwd', 'fp32', stats['compiled'],
+                        parity=f'max abs diff {diff:.1e} vs eager', extra={'compile_s': compile_s}))
+    results.ratio(f'eager / torch.compile time (speed-up), {label}', e, c)
+    results.notes.append(f'torch.compile of {label} at {size_str(size)}: first call (compile) {compile_s:.1f} s, '
+                         f'max abs diff vs eager {diff:.1e}')
+    cfg.log(f'  compile {label}: {compile_s:.1f} s to compile, eager {stats["eager"].median:.1f} ms, '
+            f'compiled {stats["compiled"].median:.1f} ms')
+
+
+def _fwd(model: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        model(x)

@@ -1,0 +1,189 @@
+"""The benchmark harness (tools/benchmark.py, ropevit.benchmark): its correctness checks
+catch mismatches, the manual-softmax baseline is what it claims, memory accounting is
+right on a known allocation, and the tables/ratios/plot are produced for tiny configs.
+Nothing here asserts on timings."""
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ropevit.benchmark import attention as battn
+from ropevit.benchmark.measure import ParityError, check_parity, max_abs_diff, peak_memory_bytes, time_group
+from ropevit.benchmark.report import Results, Row, growth_exponent, ratios_table, rows_table
+from ropevit.benchmark.runner import BenchConfig, Contender, Parity, run_group
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_SWIN = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+CPU = torch.device('cpu')
+
+
+def _benchmark_cli():
+    spec = importlib.util.spec_from_file_location('benchmark_cli', os.path.join(ROOT, 'tools', 'benchmark.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _quiet_cfg(**kw) -> BenchConfig:
+    return BenchConfig(device=CPU, warmup=0, reps=1, log=lambda m: None, **kw)
+
+
+# ----------------------------------------------------------------------------- the baseline
+@pytest.mark.parametrize('mask_kind', [None, 'bool', 'float'])
+def test_manual_softmax_attention_equals_sdpa(mask_kind):
+    q, k, v = (torch.randn(2, 3, 10, 8) for _ in range(3))
+    mask = None
+    if mask_kind == 'bool':
+        mask = torch.rand(2, 1, 10, 10) > 0.3
+        mask[..., 0] = True                       # every query keeps one key
+    elif mask_kind == 'float':
+        mask = torch.randn(1, 3, 10, 10)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3)
+    got = battn.manual_softmax_attention(q, k, v, attn_mask=mask, scale=0.3)
+    assert (expected - got).abs().max().item() < 1e-5
+
+
+def test_swap_attention_reaches_ropevit_attention_and_is_undone():
+    from ropevit.layers import swin_attention
+    from ropevit.models.swin import RoPESwin
+    model = RoPESwin(arch=TINY_SWIN, rope='mixed', drop_path_rate=0.0).eval()
+    x = torch.randn(1, 3, 64, 64)
+    functional_before = swin_attention.F
+    with torch.no_grad():
+        sdpa_out = model(x)
+        with battn.swap_attention() as calls:
+            manual_out = model(x)
+        assert calls[0] == sum(TINY_SWIN['depths'])      # one call per block
+        # a wrong attention function changes the result: the swap is really in effect
+        with battn.swap_attention(lambda q, k, v, **kw: v):
+            wrong_out = model(x)
+    assert swin_attention.F is functional_before
+    assert check_parity(sdpa_out, manual_out, atol=1e-5, what='manual vs sdpa') < 1e-5
+    assert max_abs_diff(sdpa_out, wrong_out) > 1e-3
+
+
+def test_swap_attention_without_target_module_raises():
+    with pytest.raises(RuntimeError, match='cannot be built'):
+        with battn.swap_attention(modules=('ropevit.benchmark.report',)):
+            pass
+
+
+# ----------------------------------------------------------------------------- measuring
+def test_check_parity_catches_mismatch_nan_and_shape():
+    a = [torch.zeros(2, 3), torch.ones(4)]
+    assert check_parity(a, [t.clone() for t in a], atol=0.0, what='same') == 0.0
+    with pytest.raises(ParityError, match='max abs diff 0.5'):
+        check_parity(a, [a[0] + 0.5, a[1]], atol=1e-3, what='shifted')
+    with pytest.raises(ParityError):
+        check_parity(a[0], torch.full((2, 3), float('nan')), atol=1.0, what='nan')
+    with pytest.raises(ParityError, match='shapes'):
+        check_parity(a[0], torch.zeros(3, 2), atol=1.0, what='transposed')
+
+
+def test_cpu_peak_memory_counts_a_known_allocation():
+    def alloc():
+        a = torch.empty(1024, 1024)               # 4 MiB
+        b = torch.empty(512, 1024)                # +2 MiB while a is alive
+        del a, b
+        c = torch.empty(256, 1024)                # 1 MiB after both are freed
+        return c.shape
+
+    peak = peak_memory_bytes(alloc, device=CPU) / 2 ** 20
+    assert 6.0 <= peak < 6.5
+
+
+def test_time_group_structure():
+    calls = {'a': 0, 'b': 0}
+
+    def make(name):
+        def fn():
+            calls[name] += 1
+        return fn
+
+    stats = time_group({'a': make('a'), 'b': make('b')}, device=CPU, warmup=2, reps=3)
+    assert calls == {'a': 5, 'b': 5}
+    assert set(stats) == {'a', 'b'} and all(s.reps == 3 and s.min <= s.median for s in stats.values())
+    with pytest.raises(ValueError):
+        time_group({'a': make('a')}, device=CPU, reps=0)
+
+
+def test_run_group_rows_parity_and_error():
+    lin = torch.nn.Linear(3, 8)
+    other = torch.nn.Linear(3, 8)
+    other.load_state_dict(lin.state_dict())
+    fwd = lambda m, x: m(x.flatten(2).transpose(1, 2))   # noqa: E731  [B, HW, 3] -> [B, HW, 8]
+    res = Results()
+    cfg = _quiet_cfg(modes=('fwd', 'fwd+bwd'))
+    contenders = [Contender('ours', 'ropevit', lin, fwd), Contender('ref', 'timm', other, fwd)]
+    rows = run_group(res, cfg, 'toy', contenders, (4, 4), parity=[Parity('ours', 'ref', 1e-6)])
+    assert set(rows) == {(n, m, 'fp32') for n in ('ours', 'ref') for m in ('fwd', 'fwd+bwd')}
+    assert rows[('ours', 'fwd', 'fp32')].parity.startswith('max abs diff 0.0e+00 vs ref')
+    assert all(r.peak_mib is not None and r.peak_mib >= 0 for r in rows.values())
+    with torch.no_grad():
+        other.weight[0, 0] += 1.0
+    with pytest.raises(ParityError, match='ours vs ref'):
+        run_group(res, cfg, 'toy', contenders, (4, 4), parity=[Parity('ours', 'ref', 1e-6)])
+
+
+def test_report_tables_and_ratios():
+    from ropevit.benchmark.measure import TimeStats
+    res = Results()
+    a = res.add(Row('s', 'A', 'ropevit', (512, 512), 'fwd', 'fp32', TimeStats(10, 9, 11, 9, 3), 100.0))
+    b = res.add(Row('s', 'B', 'timm', (512, 512), 'fwd', 'fp32', TimeStats(20, 19, 21, 19, 3), 400.0))
+    c = res.add(Row('s', 'A', 'ropevit', (1024, 1024), 'fwd', 'fp32', TimeStats(40, 39, 41, 39, 3), 400.0))
+    q = res.ratio('A / B time', a, b, target='<= 1.0', check=lambda v: v <= 1.0)
+    m = res.ratio('A / B memory', a, b, quantity=lambda r: r.peak_mib)
+    assert (q.value, q.holds, m.value, m.holds) == (0.5, True, 0.25, None)
+    assert res.ratio('missing', a, None) is None
+    assert growth_exponent(a, c) == pytest.approx(1.0)
+    table = rows_table(res.rows)
+    assert table.count('\n') == 4 and '| 512x512 |' in table and '10.0 (9.0-11.0)' in table
+    assert '| A / B time | 512x512 | fwd | fp32 | 0.500 | <= 1.0 | yes |' in ratios_table(res.ratios)
+    md = res.markdown({'device': 'cpu'})
+    assert '## s' in md and '## Ratios' in md and '- **device**: cpu' in md
+
+
+# ----------------------------------------------------------------------------- suites end to end
+def test_swin_suite_parity_check_catches_wrong_weights(monkeypatch):
+    from ropevit.benchmark import suites
+    from ropevit.checkpoint import swin as swin_ckpt
+    convert = swin_ckpt.convert_swin_state_dict
+
+    def off_by_a_bit(*args, **kwargs):
+        sd = convert(*args, **kwargs)
+        key = next(k for k in sd if k.endswith('attn.w_msa.qkv.weight'))
+        sd[key] = sd[key] + 1e-2 * torch.randn_like(sd[key])   # (a constant would vanish after LayerNorm)
+        return sd
+
+    monkeypatch.setattr(swin_ckpt, 'convert_swin_state_dict', off_by_a_bit)
+    with pytest.raises(ParityError, match='RoPESwin .* none \\+ bias table vs mmdet'):
+        suites.swin_vs_mmdet(Results(), _quiet_cfg(memory=False), arch=TINY_SWIN, sizes=[(64, 64)],
+                             ropes=('mixed',))
+
+
+def test_cli_smoke_swin_writes_tables_ratios_and_plot(tmp_path, capsys):
+    cli = _benchmark_cli()
+    rc = cli.main(['--smoke', '--suites', 'swin', '--modes', 'fwd', '--swin-sizes', '64,64x96',
+                   '--out', str(tmp_path)])
+    assert rc == 0
+    md = (tmp_path / 'benchmark.md').read_text()
+    assert '## RoPESwin vs mmdet Swin' in md and md.strip() in capsys.readouterr().out   # printed too
+    for label in ('mmdet Swin(d32) (bias table)', 'RoPESwin Swin(d32) none + bias table',
+                  'RoPESwin Swin(d32) mixed (no table)', 'RoPESwin Swin(d32) axial (no table)'):
+        assert md.count(f'| {label} |') == 2                      # one row per size
+    assert 'max abs diff' in md and '## Ratios' in md
+    assert '| RoPESwin Swin(d32) mixed (no table) / mmdet time | 64x96 | fwd | fp32 |' in md
+    data = json.loads((tmp_path / 'benchmark.json').read_text())
+    assert len(data['rows']) == 8 and data['environment']['threads'].startswith(str(torch.get_num_threads()))
+    assert (tmp_path / 'benchmark.png').stat().st_size > 1000
+
+
+def test_cli_rejects_bad_options():
+    cli = _benchmark_cli()
+    with pytest.raises(SystemExit):
+        cli.main(['--suites', 'nope'])
+    with pytest.raises(SystemExit):
+        cli.main(['--sizes', '12x'])

@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""Benchmark ropevit's backbones against the implementations users would pick instead.
+
+One process, one run: prints markdown tables and ratios (with the issue-7 targets), and
+writes ``benchmark.md``, ``benchmark.json`` and ``benchmark.png`` (time and peak memory
+against input size) into ``--out``. Uses the GPU when there is one (``--device auto``).
+
+Examples::
+
+    python tools/benchmark.py --quick                       # CPU-friendly subset
+    python tools/benchmark.py                               # everything (slow on a 2-core CPU)
+    python tools/benchmark.py --suites vit_timm --archs small --sizes 224,512,384x640
+    python tools/benchmark.py --suites windowed,scaling --dtypes fp32,bf16 --modes fwd,fwd+bwd
+    python tools/benchmark.py --no-mmdet                    # machines without mmdet: skips the Swin comparison
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+SUITES = ('vit_timm', 'windowed', 'scaling', 'swin', 'compile')
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``'512'`` -> (512, 512); ``'384x640'`` -> (384, 640) (height x width)."""
+    parts = text.lower().split('x')
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'size {text!r}: expected N or HxW (e.g. 512 or 800x1333)') from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) < 16:
+        raise argparse.ArgumentTypeError(f'size {text!r}: expected N or HxW with sides >= 16')
+    return vals[0], vals[1]
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    return [parse_size(t) for t in text.split(',') if t]
+
+
+def _list(text: str) -> list[str]:
+    return [t for t in text.split(',') if t]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument('--suites', type=_list, default=['vit_timm', 'windowed', 'scaling', 'swin'],
+                   help=f'comma list from {",".join(SUITES)} (compile only with --compile or named here)')
+    p.add_argument('--smoke', action='store_true',
+                   help='tiny models and images: checks the whole harness in seconds (numbers mean nothing)')
+    p.add_argument('--quick', action='store_true',
+                   help='CPU-friendly subset: ViT-S, 224 and 384x640, windowed ViT-B at 1024 fwd, '
+                        'scaling 512/768/1024 window models only, Swin-T 224 and 800x1333, fp32, 3 reps')
+    p.add_argument('--archs', type=_list, default=['small', 'base'], help='RoPEViT vs timm: small,base,large')
+    p.add_argument('--ropes', type=_list, default=['mixed', 'axial', 'none'])
+    p.add_argument('--sizes', type=_sizes, default=[(224, 224), (512, 512), (384, 640)],
+                   help='RoPEViT vs timm sizes, N or HxW, comma separated')
+    p.add_argument('--windowed-arch', default='base')
+    p.add_argument('--windowed-sizes', type=_sizes, default=[(1024, 1024)])
+    p.add_argument('--window-size', type=int, default=14)
+    p.add_argument('--global-blocks', type=lambda t: tuple(int(v) for v in t.split(',') if v), default=None,
+                   help='global blocks of the windowed model (default: ViTDet, last block of each quarter)')
+    p.add_argument('--no-global-manual', action='store_true',
+                   help='skip the all-global manual-softmax contender (large N x N matrices)')
+    p.add_argument('--scaling-sizes', type=lambda t: [int(v) for v in t.split(',')],
+                   default=[512, 640, 768, 896, 1024])
+    p.add_argument('--scaling-all-global', action=argparse.BooleanOptionalAction, default=True,
+                   help='include the all-global model in the cost-vs-pixels curve')
+    p.add_argument('--swin-sizes', type=_sizes, default=[(224, 224), (800, 1333)])
+    p.add_argument('--no-mmdet', action='store_true', help='skip the mmdet Swin comparison')
+    p.add_argument('--compile', action='store_true', help='also run the torch.compile check')
+    p.add_argument('--compile-arch', default='small')
+    p.add_argument('--compile-size', type=parse_size, default=(224, 224))
+    p.add_argument('--modes', type=_list, default=['fwd', 'fwd+bwd'], help='fwd,fwd+bwd')
+    p.add_argument('--dtypes', type=_list, default=['fp32', 'bf16'], help='fp32,bf16 (bf16 = autocast)')
+    p.add_argument('--batch', type=int, default=1)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--reps', type=int, default=5)
+    p.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: all visible cores)')
+    p.add_argument('--device', default='auto', help='auto | cpu | cuda')
+    p.add_argument('--no-memory', action='store_true', help='skip peak-memory measurements')
+    p.add_argument('--tf32', action='store_true', help='allow TF32 matmuls on CUDA (off by default: true fp32)')
+    p.add_argument('--out', default='benchmarks/results', help='folder for benchmark.{md,json,png}')
+    p.add_argument('--keep-going', action='store_true',
+                   help='report a suite that fails (other than a parity failure) and go on')
+    return p
+
+
+def apply_quick(args: argparse.Namespace, given: set[str]) -> None:
+    """--quick presets, for options the user did not set explicitly."""
+    preset = dict(archs=['small'], sizes=[(224, 224), (384, 640)], windowed_sizes=[(1024, 1024)],
+                  scaling_sizes=[512, 768, 1024], scaling_all_global=False, swin_sizes=[(224, 224), (800, 1333)],
+                  modes=['fwd'], dtypes=['fp32'], reps=3, warmup=1)
+    for k, v in preset.items():
+        if k not in given:
+            setattr(args, k, v)
+
+
+#: --smoke: tiny models (head dim 32) and images, every suite and mode.
+SMOKE_VIT = dict(embed_dims=64, depth=4, num_heads=2)
+SMOKE_SWIN = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+
+
+def apply_smoke(args: argparse.Namespace, given: set[str]) -> None:
+    preset = dict(archs=[SMOKE_VIT], sizes=[(64, 64), (48, 80)], windowed_arch=SMOKE_VIT,
+                  windowed_sizes=[(128, 128)], window_size=4, global_blocks=(1, 3), scaling_sizes=[64, 128],
+                  swin_arch=SMOKE_SWIN, swin_sizes=[(64, 64), (64, 96)], compile_arch=SMOKE_VIT,
+                  compile_size=(64, 64), modes=['fwd', 'fwd+bwd'], dtypes=['fp32'], reps=1, warmup=0)
+    for k, v in preset.items():
+        if k not in given:
+            setattr(args, k, v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    argv_list = sys.argv[1:] if argv is None else argv
+    given = {a.lstrip('-').split('=')[0].replace('-', '_') for a in argv_list if a.startswith('--')}
+    args.swin_arch = None
+    if args.smoke:
+        apply_smoke(args, given)
+    elif args.quick:
+        apply_quick(args, given)
+    unknown = [s for s in args.suites if s not in SUITES]
+    if unknown:
+        parser.error(f'--suites: unknown {unknown}; choose from {SUITES}')
+    if args.compile and 'compile' not in args.suites:
+        args.suites.append('compile')
+
+    import torch
+    from ropevit.benchmark import measure, report, suites
+    from ropevit.benchmark.measure import ParityError
+    from ropevit.benchmark.runner import BenchConfig
+
+    if args.device == 'auto':
+        device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    else:
+        device = torch.device(args.device)
+    if device.type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count())
+    measure.pin_threads(threads)
+    cfg = BenchConfig(device=device, dtypes=args.dtypes, modes=args.modes, warmup=args.warmup, reps=args.reps,
+                      batch=args.batch, memory=not args.no_memory,
+                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    header = measure.describe_environment(device)
+    header.update({'batch': str(args.batch), 'dtypes': ', '.join(args.dtypes) + ' (bf16 = torch.autocast)',
+                   'timing': f'{args.warmup} warm-up + {args.reps} timed calls per contender, interleaved; '
+                             'median (inter-quartile range)',
+                   'peak memory': 'extra tensor memory at the peak of one call above what was allocated before '
+                                  '(CUDA: max_memory_allocated; CPU: torch.profiler memory timeline)',
+                   'command': 'python tools/benchmark.py ' + ' '.join(argv_list)})
+    results = report.Results()
+    t_start = time.perf_counter()
+    plan = {
+        'vit_timm': lambda: suites.vit_vs_timm(results, cfg, archs=args.archs, ropes=args.ropes, sizes=args.sizes),
+        'windowed': lambda: suites.windowed_vit(results, cfg, arch=args.windowed_arch, window_size=args.window_size,
+                                                global_blocks=args.global_blocks, sizes=args.windowed_sizes,
+                                                global_manual=not args.no_global_manual),
+        'scaling': lambda: suites.window_scaling(results, cfg, arch=args.windowed_arch,
+                                                 window_size=args.window_size, global_blocks=args.global_blocks,
+                                                 sizes=args.scaling_sizes, all_global=args.scaling_all_global),
+        'swin': lambda: suites.swin_vs_mmdet(results, cfg, arch=args.swin_arch, sizes=args.swin_sizes),
+        'compile': lambda: suites.compile_check(results, cfg, arch=args.compile_arch, size=args.compile_size),
+    }
+    failed = []
+    for name in SUITES:
+        if name not in args.suites:
+            continue
+        if name == 'swin' and args.no_mmdet:
+            results.notes.append('mmdet Swin comparison skipped (--no-mmdet)')
+            continue
+        print(f'== {name}', file=sys.stderr, flush=True)
+        try:
+            plan[name]()
+        except ParityError:
+            raise                      # outputs disagree: no numbers are worth printing
+        except Exception as e:         # noqa: BLE001 - reported, then re-raised unless --keep-going
+            if not args.keep_going:
+                raise
+            failed.append(name)
+            results.notes.append(f'suite {name} failed: {type(e).__name__}: {e}')
+            traceback.print_exc()
+    header['wall time'] = f'{time.perf_counter() - t_start:.0f} s'
+    os.makedirs(args.out, exist_ok=True)
+    md = results.markdown(header)
+    print(md)
+    with open(os.path.join(args.out, 'benchmark.md'), 'w') as f:
+        f.write(md + '\n')
+    with open(os.path.join(args.out, 'benchmark.json'), 'w') as f:
+        f.write(results.to_json(header))
+    png = report.plot(results, os.path.join(args.out, 'benchmark.png'),
+                      title=f'ropevit benchmark on {header.get("gpu", header["cpu"])} ({device.type}, '
+                            f'{header["threads"]})')
+    print(f'\nwrote {args.out}/benchmark.md, benchmark.json' + (', benchmark.png' if png else ''),
+          file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
