@@ -23,9 +23,9 @@ What this module does (each piece documented in ``docs/RELIABILITY.md`` with its
   the new checkpoint and the pointer are on disk.
 * ``find_latest_checkpoint`` checks what the pointer names; if it is missing or unreadable (written by a
   run without these fixes) it warns and falls back to the newest readable ``iter_*.pth``/``epoch_*.pth``.
-* :class:`RNGStateHook` stores the torch (CPU and CUDA) generator state in ``meta['rng_state']`` and puts
-  it back on resume, right before the first batch after the resume point is fetched. It is added to
-  every Runner (unless a config already lists it).
+* :class:`RNGStateHook` stores the torch (CPU, CUDA), numpy and python generator states in
+  ``meta['rng_state']`` and puts them back on resume, right before the first batch after the resume
+  point is fetched. It is added to every Runner (unless a config already lists it).
 
 :func:`revert` undoes all of it (tests use it to show each fix is load-bearing).
 """
@@ -34,10 +34,12 @@ from __future__ import annotations
 import contextlib
 import os
 import os.path as osp
+import random
 import re
 import zipfile
 from typing import IO, Any, Callable, Iterator, Literal, Optional
 
+import numpy as np
 import torch
 from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
@@ -230,7 +232,8 @@ def _wrap_save_with_step(original: Callable) -> Callable:
 
 # ----------------------------------------------------------------------------------------------- RNG state
 def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {'torch': torch.get_rng_state()}
+    state: dict[str, Any] = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(),
+                             'python': random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
@@ -238,6 +241,11 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state['torch'])
+    if 'numpy' in state:
+        np.random.set_state(tuple(state['numpy']))
+    if 'python' in state:
+        version, internal, gauss = state['python']
+        random.setstate((version, tuple(internal), gauss))
     cuda = state.get('cuda')
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
@@ -267,15 +275,22 @@ class _RestoreBeforeFetch:
 
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Save the torch random-generator state with each checkpoint and restore it on resume.
+    """Save the random-generator states (torch CPU/CUDA, numpy, python) with each checkpoint and
+    restore them on resume, right before the first batch after the resume point is fetched.
 
-    Only torch's generators are stored: MMEngine replays the data loader up to the resume point, which
-    advances the numpy/``random`` generators the data pipeline uses exactly as the first run did.
-    The torch state is restored right before the first batch after the resume point is fetched (the
-    replay creates data-loader iterators, which draw from torch's generator). Validation during
-    training runs with the training stream saved and put back, so a resumed run, which does not
-    repeat that validation, stays in step. In multi-process runs rank 0's state is saved; all ranks
-    restore it when ranks share one seed (``diff_rank_seed=False``, the default), otherwise only rank 0.
+    That moment is the same in both runs: the uninterrupted run saved the state after iteration N
+    and fetches batch N + 1 next; the resumed run first replays N batches (iteration-based loop, to
+    restore the data order; the replay advances the generators and creates data-loader iterators,
+    which draw from torch's generator), then gets the saved state back and fetches batch N + 1.
+    Validation during training runs with the training streams saved and put back, so a resumed run,
+    which does not repeat that validation, stays in step.
+
+    Not covered: generators inside data-loader worker processes. They are re-seeded by MMEngine's
+    ``worker_init_fn`` whenever workers start, which the replay reproduces for iteration-based
+    loops; an epoch-based loop with ``persistent_workers=True`` keeps worker generators running
+    across epochs, so its augmentations after a resume differ (statistically equivalent). In
+    multi-process runs rank 0's state is saved; all ranks restore it when ranks share one seed
+    (``diff_rank_seed=False``, the default), otherwise only rank 0 does.
     """
 
     priority = 'VERY_LOW'
