@@ -14,7 +14,16 @@ Every variant is written as "frequencies times coordinates":
   orthogonal directions at a random angle per head (and per block).
 
 Angles, cos and sin are always computed in float32 (also under autocast); the
-rotation is applied in the dtype of q/k.
+rotated q/k come back in their input dtype.
+
+Checked against timm 1.0.31 (``timm/layers/pos_embed_sincos.py``), which the published
+RoPE-ViT weights were ported to: axial bands ``1 / theta ** (k / (hd / 4))`` for
+``k < hd / 4`` (``freq_bands(step=1)``, equal to ``arange(0, hd, 4) / hd``), coordinates
+on the integer grid with ``grid_indexing='xy'`` (channel 0 = column x, channel 1 = row
+y, tokens row-major), no ``ref_feat_shape`` rescale and no grid offset for the naver
+models, so at any input size the coordinates are plain patch indices; x-pairs first,
+then y-pairs; interleaved ``(2j, 2j+1)`` rotation. Mixed: ``init_random_2d_freqs``
+layout ``[2, depth, nh, hd // 2]`` and angle ``x * fx + y * fy``.
 """
 from __future__ import annotations
 
@@ -121,16 +130,20 @@ def rope_cos_sin(freqs: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tenso
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate consecutive pairs ``(2j, 2j+1)`` of ``x`` by the given angles (out of place).
 
+    ``out[2j] = x[2j] cos_j - x[2j+1] sin_j``, ``out[2j+1] = x[2j] sin_j + x[2j+1] cos_j``.
+    As in timm's ``apply_rot_embed``, the products use normal dtype promotion (a bf16
+    ``x`` times float32 tables is computed in float32) and only the finished rotation is
+    cast back, so the result is in ``x.dtype``. Never in place: ``x`` may be a view of
+    q/k that autograd still needs.
+
     Args:
-        x: ``[B, nh, N, hd]`` queries or keys (patch tokens only).
+        x: ``[..., N, hd]`` queries or keys of patch tokens only (e.g. ``[B, nh, N, hd]``).
         cos, sin: ``[N, P]`` or ``[nh, N, P]`` (broadcast over batch), ``P = hd // 2``.
 
     Returns:
         Tensor like ``x``, in ``x.dtype``.
     """
-    cos = cos.to(x.dtype)
-    sin = sin.to(x.dtype)
-    x_pairs = x.unflatten(-1, (-1, 2))                        # [B, nh, N, P, 2]
-    x0, x1 = x_pairs.unbind(-1)                               # [B, nh, N, P] each
-    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], -1)  # [B, nh, N, P, 2]
-    return out.flatten(-2)                                    # [B, nh, N, hd]
+    x_pairs = x.unflatten(-1, (-1, 2))                        # [..., N, P, 2]
+    x0, x1 = x_pairs.unbind(-1)                               # [..., N, P] each
+    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], -1)  # [..., N, P, 2]
+    return out.flatten(-2).to(x.dtype)                        # [..., N, hd]

@@ -1,0 +1,311 @@
+"""RoPE-ViT backbone for dense prediction (plain PyTorch).
+
+DeiT-III "LS" ViT (pre-norm, qkv bias, GELU MLP, LayerScale) with 2D RoPE
+(naver-ai/rope-vit; timm's ``vit_*_patch16_rope{,_mixed}{,_ape}_224``), optional
+absolute position embedding, and ViTDet-style window attention with a few global blocks.
+Any input size: the image is zero-padded to a patch multiple, outputs are
+``ceil(H / 16) x ceil(W / 16)`` NCHW maps.
+
+State-dict keys equal timm's port: ``cls_token``, ``pos_embed`` ``[1, (S/16)^2, C]``,
+``patch_embed.proj``, ``rope.freqs`` ``[2, depth, nh, hd // 2]`` (mixed only),
+``blocks.i.{norm1, attn.qkv, attn.proj, gamma_1, norm2, mlp.fc1, mlp.fc2, gamma_2}``,
+``norm`` (only with ``final_norm``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from torch import nn
+
+from ropevit.layers.rope import ROPE_TYPES, RopeType, check_rope_args
+from ropevit.layers.vit_block import ActLayer, NormLayer, ViTBlock
+from ropevit.layers.vit_rope import VisionRoPE
+from ropevit.layers.window import window_key_mask
+
+#: ``arch`` presets (DeiT-III / RoPE-ViT S, B, L).
+VIT_ARCHS: dict[str, dict] = {
+    'small': dict(embed_dims=384, num_heads=6, depth=12, mlp_ratio=4.0),
+    'base': dict(embed_dims=768, num_heads=12, depth=12, mlp_ratio=4.0),
+    'large': dict(embed_dims=1024, num_heads=16, depth=24, mlp_ratio=4.0),
+}
+
+#: Default theta per variant (the paper / timm: axial 100, mixed init 10).
+DEFAULT_ROPE_THETA: dict[str, float] = {'axial': 100.0, 'mixed': 10.0, 'none': 0.0}
+
+
+def resolve_vit_arch(arch: Union[str, dict]) -> dict:
+    """``dict(embed_dims, num_heads, depth, mlp_ratio)`` from a preset name or a dict."""
+    if isinstance(arch, str):
+        if arch not in VIT_ARCHS:
+            raise ValueError(f'arch={arch!r} is not a preset; choose one of {tuple(VIT_ARCHS)} or pass a dict '
+                             f'with embed_dims, num_heads, depth[, mlp_ratio]')
+        return dict(VIT_ARCHS[arch])
+    if not isinstance(arch, dict):
+        raise ValueError(f'arch must be one of {tuple(VIT_ARCHS)} or a dict, got {type(arch).__name__}')
+    unknown = set(arch) - {'embed_dims', 'num_heads', 'depth', 'mlp_ratio'}
+    missing = {'embed_dims', 'num_heads', 'depth'} - set(arch)
+    if unknown or missing:
+        raise ValueError(f'arch dict: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; '
+                         f'allowed: embed_dims, num_heads, depth, mlp_ratio')
+    spec = dict(mlp_ratio=4.0, **arch)
+    if min(spec['embed_dims'], spec['num_heads'], spec['depth']) < 1 or spec['mlp_ratio'] <= 0:
+        raise ValueError(f'arch={arch}: embed_dims, num_heads, depth must be >= 1 and mlp_ratio > 0')
+    return spec
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> torch.Tensor:
+    """Bicubic (antialiased, as timm's ``resample_abs_pos_embed``) resize of
+    ``[1, Hs*Ws, C]`` to ``[1, Hd*Wd, C]``; unchanged when the sizes are equal."""
+    if tuple(src_hw) == tuple(dst_hw):
+        return pos_embed
+    C = pos_embed.shape[-1]
+    grid = pos_embed.float().reshape(1, *src_hw, C).permute(0, 3, 1, 2)               # [1, C, Hs, Ws]
+    grid = F.interpolate(grid, size=tuple(dst_hw), mode='bicubic', antialias=True)  # [1, C, Hd, Wd]
+    return grid.permute(0, 2, 3, 1).reshape(1, -1, C).to(pos_embed.dtype)            # [1, Hd*Wd, C]
+
+
+class RoPEViT(nn.Module):
+    """RoPE-ViT backbone: ``[B, 3, H, W]`` -> one ``[B, C, ceil(H/16), ceil(W/16)]`` map per out index.
+
+    Args:
+        arch: ``'small' | 'base' | 'large'`` or ``dict(embed_dims, num_heads, depth[, mlp_ratio])``.
+        patch_size: patch size (16 for all published weights).
+        in_channels: image channels.
+        pretrain_img_size: image size the absolute position embedding was trained at
+            (its grid is ``pretrain_img_size // patch_size``).
+        rope: ``'axial'`` (fixed frequencies), ``'mixed'`` (learnable) or ``'none'``.
+        rope_theta: theta (axial) / init theta (mixed); default 100 (axial), 10 (mixed).
+        use_ape: add an absolute position embedding, bicubic-resized to the actual grid.
+        with_cls_token: prepend a class token (not rotated, no position embedding).
+        window_size: ViTDet window attention in all blocks except ``global_attn_indexes``;
+            0 = every block global. The grid is padded to a window multiple and padding
+            tokens are masked out as keys.
+        global_attn_indexes: blocks with global attention when ``window_size > 0``.
+        out_indices: blocks whose patch tokens are returned (negative = from the end).
+        final_norm: apply the final LayerNorm (``norm``) to the last block's output.
+        qkv_bias: bias in qkv.
+        drop_path_rate: stochastic depth, linearly increasing over blocks.
+        attn_drop_rate, drop_rate: dropout rates.
+        layer_scale_init_value: LayerScale init; None/0 disables LayerScale.
+        norm_layer: factory ``C -> module`` (default LayerNorm, eps 1e-6 as DeiT-III/timm).
+        act_layer: factory for the MLP activation (default GELU).
+        with_cp: activation checkpointing per block (``torch.utils.checkpoint``).
+        frozen_stages: -1 none; 0 patch embed, class token, position embedding; ``k >= 1``
+            also blocks ``0..k-1`` (and their slice of RoPE-Mixed frequencies, whose
+            gradients are zeroed); ``k = depth`` also ``norm``.
+    """
+
+    def __init__(self, *, arch: Union[str, dict] = 'base', patch_size: int = 16, in_channels: int = 3,
+                 pretrain_img_size: int = 224, rope: RopeType = 'mixed', rope_theta: Optional[float] = None,
+                 use_ape: bool = False, with_cls_token: bool = True, window_size: int = 0,
+                 global_attn_indexes: Sequence[int] = (), out_indices: Sequence[int] = (-1,),
+                 final_norm: bool = True, qkv_bias: bool = True, drop_path_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_rate: float = 0.0,
+                 layer_scale_init_value: Optional[float] = 1e-5, norm_layer: Optional[NormLayer] = None,
+                 act_layer: ActLayer = nn.GELU, with_cp: bool = False, frozen_stages: int = -1) -> None:
+        super().__init__()
+        spec = resolve_vit_arch(arch)
+        dims, heads, depth = int(spec['embed_dims']), int(spec['num_heads']), int(spec['depth'])
+        if dims % heads:
+            raise ValueError(f'embed_dims={dims} is not divisible by num_heads={heads}')
+        if rope not in ROPE_TYPES:
+            raise ValueError(f'rope={rope!r} is not supported; choose one of {ROPE_TYPES}')
+        check_rope_args(rope, dims // heads)
+        if rope_theta is None:
+            rope_theta = DEFAULT_ROPE_THETA[rope]
+        elif rope != 'none' and not rope_theta > 0:
+            raise ValueError(f'rope_theta={rope_theta} must be > 0')
+        if patch_size < 1 or pretrain_img_size < patch_size:
+            raise ValueError(f'patch_size={patch_size} must be >= 1 and pretrain_img_size={pretrain_img_size} '
+                             f'>= patch_size')
+        if window_size < 0:
+            raise ValueError(f'window_size={window_size} must be >= 0 (0 = all blocks global)')
+        if window_size > 0 and with_cls_token:
+            raise ValueError(f'window_size={window_size} needs with_cls_token=False (a class token cannot be '
+                             f'split into windows); allowed with a class token: window_size=0')
+        bad = [i for i in global_attn_indexes if not 0 <= i < depth]
+        if bad:
+            raise ValueError(f'global_attn_indexes={tuple(global_attn_indexes)}: {bad} out of range; allowed '
+                             f'0..{depth - 1}')
+        outs = []
+        for i in out_indices:
+            if not -depth <= i < depth:
+                raise ValueError(f'out_indices={tuple(out_indices)}: {i} out of range; allowed '
+                                 f'{-depth}..{depth - 1}')
+            outs.append(i % depth)
+        if not outs:
+            raise ValueError('out_indices is empty; give at least one block index')
+        if not -1 <= frozen_stages <= depth:
+            raise ValueError(f'frozen_stages={frozen_stages}; allowed -1..{depth}')
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f'drop_path_rate={drop_path_rate}; allowed [0, 1)')
+        if layer_scale_init_value is not None and layer_scale_init_value < 0:
+            raise ValueError(f'layer_scale_init_value={layer_scale_init_value} must be >= 0 (or None)')
+        norm_layer = norm_layer or (lambda c: nn.LayerNorm(c, eps=1e-6))
+
+        self.arch = spec
+        self.embed_dims, self.num_heads, self.depth = dims, heads, depth
+        self.patch_size = patch_size
+        self.pretrain_grid = (pretrain_img_size // patch_size,) * 2
+        self.rope_type: RopeType = rope
+        self.rope_theta = float(rope_theta)
+        self.window_size = window_size
+        self.global_attn_indexes = tuple(sorted(set(global_attn_indexes)))
+        self.out_indices = tuple(outs)
+        self.final_norm = final_norm
+        self.with_cp = with_cp
+        self.frozen_stages = frozen_stages
+        self.num_prefix_tokens = 1 if with_cls_token else 0
+        #: number of distinct layer ids of :meth:`get_layer_id` (``0 .. depth + 1``).
+        self.num_layers = depth + 2
+
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(in_channels, dims, patch_size, patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dims)) if with_cls_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.pretrain_grid), dims)) if use_ape else None
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.rope = (VisionRoPE(dims // heads, heads, depth, rope=rope, theta=self.rope_theta)
+                     if rope != 'none' else None)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList([
+            ViTBlock(dims, heads, mlp_ratio=spec['mlp_ratio'], qkv_bias=qkv_bias, drop_path=dpr[i],
+                     attn_drop=attn_drop_rate, proj_drop=drop_rate, layer_scale_init_value=layer_scale_init_value,
+                     window_size=self._block_window(i), norm_layer=norm_layer, act_layer=act_layer)
+            for i in range(depth)])
+        self.norm = norm_layer(dims) if final_norm else None
+        self.init_scratch_weights()
+        self._freeze_stages()
+        if self.rope is not None and self.rope_type == 'mixed':
+            self.rope.freqs.register_hook(self._mask_frozen_freq_grad)
+
+    def _block_window(self, i: int) -> int:
+        return 0 if (self.window_size == 0 or i in self.global_attn_indexes) else self.window_size
+
+    # ---------------------------------------------------------------- weights
+    def init_weights(self) -> None:
+        """From-scratch init (the mm subclass overrides this to load ``init_cfg``)."""
+        self.init_scratch_weights()
+
+    def init_scratch_weights(self) -> None:
+        """timm/DeiT-III init: trunc-normal(0.02) Linear, class token and position
+        embedding; zero biases; unit LayerNorm. RoPE-Mixed frequencies and LayerScale keep
+        their construction init."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for p in (self.cls_token, self.pos_embed):
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02)
+
+    def get_layer_id(self, param_name: str) -> int:
+        """Layer id for layer-wise lr decay (BEiT / MAE convention), ``0 .. num_layers - 1``.
+
+        ``patch_embed.*``, ``cls_token``, ``pos_embed`` -> 0; ``blocks.i.*`` -> ``i + 1``;
+        ``norm.*`` and ``rope.freqs`` (shared by all blocks) -> ``depth + 1 = num_layers - 1``.
+        A leading ``backbone.`` is ignored. The lr scale is then
+        ``decay ** (num_layers - 1 - layer_id)``.
+        """
+        name = param_name[len('backbone.'):] if param_name.startswith('backbone.') else param_name
+        head = name.split('.')[0]
+        if head in ('patch_embed', 'cls_token', 'pos_embed'):
+            return 0
+        if head == 'blocks':
+            parts = name.split('.')
+            if len(parts) > 2 and parts[1].isdigit() and int(parts[1]) < self.depth:
+                return int(parts[1]) + 1
+        if head in ('norm', 'rope'):
+            return self.num_layers - 1
+        raise ValueError(f'get_layer_id: {param_name!r} is not a parameter name of RoPEViT (expected '
+                         f'patch_embed.*, cls_token, pos_embed, rope.freqs, blocks.<i>.*, norm.*)')
+
+    # ---------------------------------------------------------------- freezing
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        mods = [self.patch_embed, self.pos_drop] + list(self.blocks[:self.frozen_stages])
+        if self.frozen_stages == self.depth and self.norm is not None:
+            mods.append(self.norm)
+        return mods
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        for p in (self.cls_token, self.pos_embed):
+            if p is not None:
+                p.requires_grad = False
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+        if self.rope_type == 'mixed' and self.frozen_stages == self.depth:
+            self.rope.freqs.requires_grad = False
+
+    def _mask_frozen_freq_grad(self, grad: torch.Tensor) -> torch.Tensor:
+        # One [2, depth, nh, P] parameter serves all blocks: frozen blocks' slices get no gradient.
+        if 0 < self.frozen_stages < self.depth:
+            grad = grad.clone()
+            grad[:, :self.frozen_stages] = 0
+        return grad
+
+    def train(self, mode: bool = True) -> 'RoPEViT':
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    # ---------------------------------------------------------------- forward
+    def _rope_tables(self, hw: tuple[int, int], device: torch.device) -> list[Optional[tuple]]:
+        """One ``(cos, sin)`` per block, computed once per distinct grid (outside the block loop)."""
+        if self.rope is None:
+            return [None] * self.depth
+        per_block: list[Optional[tuple]] = [None] * self.depth
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in range(self.depth):
+            ws = self._block_window(i)
+            groups.setdefault((ws, ws) if ws else tuple(hw), []).append(i)
+        for grid, ids in groups.items():
+            cos, sin = self.rope.tables(grid, device, ids)
+            for j, i in enumerate(ids):
+                per_block[i] = (cos, sin) if self.rope_type == 'axial' else (cos[j], sin[j])
+        return per_block
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``[B, C_in, H, W]`` (any H, W) -> ``[B, C, ceil(H/p), ceil(W/p)]`` per out index."""
+        B, _, H, W = x.shape
+        p = self.patch_size
+        if H % p or W % p:
+            x = F.pad(x, (0, (-W) % p, 0, (-H) % p))                    # [B, C_in, Hp, Wp]
+        x = self.patch_embed.proj(x)                                    # [B, C, h, w]
+        hw = (x.shape[2], x.shape[3])
+        x = x.flatten(2).transpose(1, 2)                                # [B, h*w, C]
+        if self.pos_embed is not None:
+            x = x + resample_pos_embed(self.pos_embed, self.pretrain_grid, hw)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)  # [B, 1 + h*w, C]
+        x = self.pos_drop(x)
+
+        ropes = self._rope_tables(hw, x.device)
+        key_mask = window_key_mask(hw, self.window_size, device=x.device) if self.window_size else None
+        npt = self.num_prefix_tokens
+        outs = []
+        for i, blk in enumerate(self.blocks):
+            mask = key_mask if blk.window_size else None
+            if self.with_cp and torch.is_grad_enabled() and x.requires_grad:
+                x = cp.checkpoint(blk, x, hw, ropes[i], num_prefix_tokens=npt, key_mask=mask,
+                                  use_reentrant=False)
+            else:
+                x = blk(x, hw, ropes[i], num_prefix_tokens=npt, key_mask=mask)
+            if i == self.depth - 1 and self.norm is not None:
+                x = self.norm(x)
+            if i in self.out_indices:
+                out = x[:, npt:].reshape(B, *hw, self.embed_dims)        # [B, h, w, C]
+                outs.append(out.permute(0, 3, 1, 2).contiguous())        # [B, C, h, w]
+        return outs
