@@ -10,3 +10,4 @@ and mmseg's, so the same ``type='RoPESwin'`` resolves under either default scope
 from . import compat  # noqa: F401  (applies the torch >= 2.6 checkpoint fixes)
 from . import reliability  # noqa: F401  (atomic checkpoints, exact resume: docs/RELIABILITY.md)
 from . import swin  # noqa: F401  (RoPESwin backbone)
+from . import vit  # noqa: F401  (RoPEViT backbone, SimpleFPN neck)

@@ -1,0 +1,2 @@
+"""Necks (plain PyTorch)."""
+from .simple_fpn import SimpleFPN  # noqa: F401
