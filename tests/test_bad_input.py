@@ -17,8 +17,11 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from ropevit.checkpoint.common import CheckpointMismatchError
 from ropevit.checkpoint.io import UnsafeCheckpointError, load_checkpoint_file
 from ropevit.models.swin import RoPESwin
+from ropevit.models.vit import RoPEViT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_VIT = dict(arch=dict(embed_dims=32, num_heads=2, depth=2), patch_size=4, with_cls_token=False,
+                out_indices=(1,))
 TINY_SWIN = dict(embed_dims=32, depths=(1, 1), num_heads=(2, 4), window_size=4, out_indices=(0, 1),
                  drop_path_rate=0.0)
 
@@ -38,6 +41,46 @@ def test_swin_bad_options_name_value_and_allowed(kwargs, names):
             build()
         for n in names:
             assert n in str(e.value), (n, str(e.value))
+
+
+@pytest.mark.parametrize('kwargs, names', [
+    (dict(rope='rotary'), ["'rotary'", "'axial'", "'mixed'", "'none'"]),
+    (dict(arch='huge'), ["'huge'", "'small'", "'base'", "'large'"]),
+    (dict(arch=dict(embed_dims=30, num_heads=4, depth=2)), ['embed_dims=30', 'num_heads=4']),
+    (dict(arch=dict(embed_dims=40, num_heads=4, depth=2)), ['head_dim=10', 'divisible by 4']),
+    (dict(window_size=4, with_cls_token=True), ['window_size=4', 'with_cls_token=False']),
+    (dict(window_size=-1), ['window_size=-1', '>= 0']),
+])
+def test_vit_bad_options_name_value_and_allowed(kwargs, names):
+    cfg = dict(TINY_VIT, **kwargs)
+    builders = [lambda: RoPEViT(**cfg)]
+    if 'RoPEViT' in MODELS.module_dict:  # registered by ropevit.mm.vit
+        builders.append(lambda: MODELS.build(dict(type='RoPEViT', **cfg)))
+    for build in builders:
+        with pytest.raises(ValueError) as e:
+            build()
+        for n in names:
+            assert n in str(e.value), (n, str(e.value))
+
+
+@pytest.mark.parametrize('rope', ['mixed', 'axial'])
+def test_vit_window_larger_than_grid_equals_global_attention(rope):
+    """RoPE-ViT pads the token grid to a window multiple and masks padded keys, so a window larger
+    than the grid is one window over the whole grid: exactly global attention."""
+    glob = RoPEViT(**TINY_VIT, rope=rope, window_size=0).eval()
+    large = RoPEViT(**TINY_VIT, rope=rope, window_size=20).eval()   # grid 8 x 8, window 20 x 20
+    large.load_state_dict(glob.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(large(x)[0], glob(x)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('hw', [(16, 2000), (2000, 16), (8, 8), (1, 1), (5, 37)])
+def test_vit_extreme_and_tiny_images(hw):
+    model = RoPEViT(**TINY_VIT, window_size=4, global_attn_indexes=(1,)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *hw))[0]
+    assert tuple(out.shape) == (1, 32, -(-hw[0] // 4), -(-hw[1] // 4)) and torch.isfinite(out).all()
 
 
 def test_swin_window_larger_than_grid_is_one_masked_window():
