@@ -1,0 +1,251 @@
+"""RoPEViT: parity with timm's RoPE-ViT ports through init_cfg, window vs global attention,
+padding, odd input sizes, option combinations, gradients, checkpointing, freezing, lr-decay ids."""
+import itertools
+
+import pytest
+import timm
+import torch
+
+import ropevit.mm  # noqa: F401  (registers RoPEViT)
+from mmengine.registry import MODELS
+from ropevit.layers import vit_rope
+from ropevit.models.vit import RoPEViT
+
+TINY = dict(embed_dims=64, num_heads=2, depth=2)          # head_dim 32 (divisible by 4)
+VARIANTS = {  # timm model -> (rope, use_ape)
+    'vit_small_patch16_rope_224': ('axial', False),
+    'vit_small_patch16_rope_mixed_224': ('mixed', False),
+    'vit_small_patch16_rope_ape_224': ('axial', True),
+    'vit_small_patch16_rope_mixed_ape_224': ('mixed', True),
+}
+
+
+@pytest.fixture(scope='module')
+def timm_checkpoints(tmp_path_factory):
+    """One random-weight timm model per variant, saved as timm saves it (state dict incl. head)."""
+    out = {}
+    d = tmp_path_factory.mktemp('timm')
+    for name in VARIANTS:
+        torch.manual_seed(1)
+        model = timm.create_model(name, pretrained=False, embed_dim=TINY['embed_dims'], depth=TINY['depth'],
+                                  num_heads=TINY['num_heads'])
+        with torch.no_grad():  # LayerScale 1e-5 would hide attention errors: make blocks matter
+            for blk in model.blocks:
+                blk.gamma_1.fill_(0.5)
+                blk.gamma_2.fill_(0.5)
+        path = d / f'{name}.pth'
+        torch.save(model.state_dict(), path)
+        out[name] = (path, model.state_dict())
+    return out
+
+
+@pytest.mark.parametrize('size', [(224, 224), (384, 384), (320, 192)])
+@pytest.mark.parametrize('name', list(VARIANTS))
+def test_parity_with_timm_forward_features(timm_checkpoints, name, size):
+    rope, ape = VARIANTS[name]
+    path, sd = timm_checkpoints[name]
+    ref = timm.create_model(name, pretrained=False, embed_dim=TINY['embed_dims'], depth=TINY['depth'],
+                            num_heads=TINY['num_heads'], dynamic_img_size=size != (224, 224)).eval()
+    ref.load_state_dict(sd)
+    ours = MODELS.build(dict(type='RoPEViT', arch=TINY, rope=rope, use_ape=ape,
+                             init_cfg=dict(type='Pretrained', checkpoint=str(path))))
+    ours.init_weights()
+    ours.eval()
+    assert set(ours.load_report.dropped) == {'head.weight', 'head.bias'}
+    assert not ours.load_report.missing and not ours.load_report.unexpected
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        expected = ref.forward_features(x)[:, 1:]                    # [B, N, C], final-normed, no cls
+        (out,) = ours(x)                                              # [B, C, H/16, W/16]
+    assert out.shape == (2, 64, size[0] // 16, size[1] // 16)
+    assert (out.flatten(2).transpose(1, 2) - expected).abs().max().item() <= 1e-5
+
+
+def _pair(**kw):
+    """Same weights, window vs global model."""
+    base = dict(arch=dict(embed_dims=32, num_heads=2, depth=2), with_cls_token=False, rope='mixed',
+                layer_scale_init_value=0.5)
+    glob = RoPEViT(**base).eval()
+    win = RoPEViT(**base, **kw).eval()
+    win.load_state_dict(glob.state_dict())
+    return glob, win
+
+
+@pytest.mark.parametrize('rope', ['axial', 'mixed', 'none'])
+@pytest.mark.parametrize('ws', [4, 6])  # 6: one window covers the 4x5 grid plus masked padding
+def test_window_covering_grid_equals_global(rope, ws):
+    base = dict(arch=dict(embed_dims=32, num_heads=2, depth=2), with_cls_token=False, rope=rope,
+                use_ape=rope == 'none', layer_scale_init_value=0.5)
+    glob = RoPEViT(**base).eval()
+    win = RoPEViT(**base, window_size=ws).eval()
+    win.load_state_dict(glob.state_dict())
+    x = torch.randn(1, 3, 64, 64 if ws == 4 else 80)   # grid 4x4 or 4x5
+    with torch.no_grad():
+        torch.testing.assert_close(win(x)[0], glob(x)[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('rope', ['axial', 'mixed'])
+def test_window_block_equals_absolute_rope_restricted_to_each_window(rope):
+    """Block 0 windowed (ws=3 on a 5x7 grid: padded, masked), block 1 global. Reference: block 0
+    as global attention over each window's real tokens alone, with RoPE tables of the
+    *absolute* positions of those tokens; block 1 over the real 5x7 grid."""
+    torch.manual_seed(0)
+    m = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=2), with_cls_token=False, rope=rope, window_size=3,
+                global_attn_indexes=(1,), layer_scale_init_value=0.5, final_norm=False).eval()
+    x = torch.randn(2, 3, 80, 112)
+    H, W, ws = 5, 7, 3
+    with torch.no_grad():
+        (out,) = m(x)
+        tok = m.patch_embed.proj(x).flatten(2).transpose(1, 2)              # [B, 35, C]
+        cos, sin = m.rope.tables((H, W), tok.device)                        # absolute positions
+        blk0 = m.blocks[0]
+        blk0.window_size = 0                                                # same weights, plain attention
+        ref = torch.empty_like(tok)
+        for r0 in range(0, H, ws):
+            for c0 in range(0, W, ws):
+                idx = torch.tensor([r * W + c for r in range(r0, min(r0 + ws, H))
+                                    for c in range(c0, min(c0 + ws, W))])
+                tables = (cos[idx], sin[idx]) if rope == 'axial' else (cos[0][:, idx], sin[0][:, idx])
+                ref[:, idx] = blk0(tok[:, idx], (1, len(idx)), tables)
+        blk0.window_size = ws
+        tables1 = (cos, sin) if rope == 'axial' else (cos[1], sin[1])
+        ref = m.blocks[1](ref, (H, W), tables1)
+    torch.testing.assert_close(out, ref.transpose(1, 2).reshape(2, 32, H, W), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('shape,kw,expected', [
+    ((1, 3, 17, 23), dict(), (2, 2)),
+    ((2, 3, 200, 333), dict(), (13, 21)),
+    ((2, 3, 200, 333), dict(with_cls_token=False, window_size=4, global_attn_indexes=(1,)), (13, 21)),
+    ((1, 3, 1024, 1024), dict(with_cls_token=False, window_size=14, global_attn_indexes=(1,)), (64, 64)),
+])
+def test_odd_shapes(shape, kw, expected):
+    m = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=2), **kw).eval()
+    with torch.no_grad():
+        (out,) = m(torch.randn(*shape))
+    assert out.shape == (shape[0], 32, *expected) and torch.isfinite(out).all()
+
+
+OPTIONS = list(itertools.product(['axial', 'mixed', 'none'], [False, True], [0, 3], [True, False], [None, 1e-5]))
+
+
+@pytest.mark.parametrize('rope,use_ape,ws,final_norm,ls', OPTIONS)
+def test_every_valid_option_combination_builds_and_runs(rope, use_ape, ws, final_norm, ls):
+    m = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=3), rope=rope, use_ape=use_ape, window_size=ws,
+                with_cls_token=ws == 0, global_attn_indexes=(1,) if ws else (), final_norm=final_norm,
+                layer_scale_init_value=ls, out_indices=(0, 2), drop_path_rate=0.1)
+    outs = m(torch.randn(1, 3, 40, 72))
+    assert [o.shape for o in outs] == [(1, 32, 3, 5)] * 2
+    sum(o.sum() for o in outs).backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+    assert ('rope.freqs' in m.state_dict()) == (rope == 'mixed')
+    assert not any(k.startswith('rope.') for k, _ in m.named_buffers(prefix='') if k in m.state_dict())
+
+
+@pytest.mark.parametrize('kw,match', [
+    (dict(arch='huge'), 'arch'),
+    (dict(arch=dict(embed_dims=64, num_heads=2)), 'arch'),
+    (dict(arch=dict(embed_dims=64, num_heads=3, depth=2)), 'embed_dims'),
+    (dict(arch=dict(embed_dims=36, num_heads=2, depth=2), rope='axial'), 'head_dim'),
+    (dict(rope='cat'), 'rope'),
+    (dict(window_size=4), 'with_cls_token'),
+    (dict(window_size=-1, with_cls_token=False), 'window_size'),
+    (dict(window_size=4, with_cls_token=False, global_attn_indexes=(2,)), 'global_attn_indexes'),
+    (dict(out_indices=(2,)), 'out_indices'),
+    (dict(out_indices=(-3,)), 'out_indices'),
+    (dict(frozen_stages=3), 'frozen_stages'),
+    (dict(drop_path_rate=1.0), 'drop_path_rate'),
+    (dict(rope_theta=0.0), 'rope_theta'),
+])
+def test_invalid_options_raise_value_error_naming_the_option(kw, match):
+    kw = dict(dict(arch=dict(embed_dims=32, num_heads=2, depth=2)), **kw)
+    with pytest.raises(ValueError, match=match):
+        RoPEViT(**kw)
+
+
+def test_gradients_reach_mixed_frequencies_of_every_block():
+    m = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=3), rope='mixed', layer_scale_init_value=0.5)
+    m(torch.randn(1, 3, 48, 48))[0].pow(2).mean().backward()
+    g = m.rope.freqs.grad
+    assert g is not None and g.shape == (2, 3, 2, 8)
+    assert (g.abs().sum(dim=(0, 2, 3)) > 0).all()
+
+
+@pytest.mark.parametrize('ws', [0, 3])
+def test_with_cp_gives_same_gradients(ws):
+    kw = dict(arch=dict(embed_dims=32, num_heads=2, depth=2), rope='mixed', with_cls_token=ws == 0,
+              window_size=ws, layer_scale_init_value=0.5)
+    a = RoPEViT(**kw)
+    b = RoPEViT(**kw, with_cp=True)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 64, 80)
+    for m in (a, b):
+        m(x)[0].pow(2).mean().backward()
+    for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_rope_tables_once_per_grid_and_axial_cache(monkeypatch):
+    calls = []
+    real = vit_rope.rope_cos_sin
+    monkeypatch.setattr(vit_rope, 'rope_cos_sin', lambda f, c: calls.append(tuple(c.shape)) or real(f, c))
+    kw = dict(arch=dict(embed_dims=32, num_heads=2, depth=4), with_cls_token=False, window_size=3,
+              global_attn_indexes=(1, 3))
+    mixed = RoPEViT(**kw, rope='mixed')
+    x = torch.randn(1, 3, 80, 96)
+    mixed(x)
+    assert sorted(calls) == [(9, 2), (30, 2)]           # window grid 3x3, global grid 5x6: once each
+    calls.clear()
+    axial = RoPEViT(**kw, rope='axial')
+    axial(x)
+    axial(x)
+    assert sorted(calls) == [(9, 2), (30, 2)]           # fixed tables: cached across forwards
+    axial(torch.randn(1, 3, 64, 64))
+    assert len(calls) == 3                              # a new global grid (4x4) -> one new table
+
+
+def test_bf16_autocast_forward_uses_float32_tables():
+    m = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=2), rope='mixed').eval()
+    tables = []
+    real = m.rope.tables
+    m.rope.tables = lambda *a, **k: tables.append(real(*a, **k)) or tables[-1]
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        (out,) = m(torch.randn(1, 3, 48, 48))
+    assert torch.isfinite(out.float()).all()   # (the final LayerNorm runs in float32 under autocast)
+    assert all(t.dtype == torch.float32 for pair in tables for t in pair)
+
+
+def test_frozen_stages():
+    m = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=3), rope='mixed', use_ape=True, frozen_stages=1)
+    m.train()
+    assert not m.patch_embed.proj.weight.requires_grad and not m.cls_token.requires_grad
+    assert not m.pos_embed.requires_grad
+    assert not any(p.requires_grad for p in m.blocks[0].parameters())
+    assert all(p.requires_grad for p in m.blocks[1].parameters()) and m.norm.weight.requires_grad
+    assert not m.blocks[0].training and m.blocks[1].training
+    m(torch.randn(1, 3, 32, 32))[0].sum().backward()
+    g = m.rope.freqs.grad
+    assert g[:, 0].abs().sum() == 0 and g[:, 1:].abs().sum() > 0
+    full = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=3), rope='mixed', frozen_stages=3)
+    assert not any(p.requires_grad for p in full.parameters())
+
+
+def test_layer_ids_for_lr_decay():
+    m = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=3), rope='mixed', use_ape=True)
+    assert m.num_layers == 5
+    ids = {n: m.get_layer_id(n) for n, _ in m.named_parameters()}
+    assert ids['cls_token'] == ids['pos_embed'] == ids['patch_embed.proj.weight'] == 0
+    assert ids['blocks.0.attn.qkv.weight'] == 1 and ids['blocks.2.gamma_2'] == 3
+    assert ids['norm.weight'] == ids['rope.freqs'] == 4 == m.num_layers - 1
+    assert m.get_layer_id('backbone.blocks.1.mlp.fc1.bias') == 2
+    assert set(ids.values()) == set(range(m.num_layers))
+    with pytest.raises(ValueError, match='neck'):
+        m.get_layer_id('neck.lateral.weight')
+
+
+def test_mm_norm_and_act_cfg():
+    m = MODELS.build(dict(type='RoPEViT', arch=dict(embed_dims=32, num_heads=2, depth=1),
+                          norm_cfg=dict(type='LN', eps=1e-6), act_cfg=dict(type='GELU')))
+    m.init_weights()
+    assert isinstance(m.norm, torch.nn.LayerNorm) and m.norm.eps == 1e-6
+    assert m(torch.randn(1, 3, 32, 32))[0].shape == (1, 32, 2, 2)
