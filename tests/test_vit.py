@@ -216,14 +216,16 @@ def test_bf16_autocast_forward_uses_float32_tables():
 
 
 def test_frozen_stages():
-    m = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=3), rope='mixed', use_ape=True, frozen_stages=1)
+    m = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=3), rope='mixed', use_ape=True, frozen_stages=1,
+                layer_scale_init_value=0.5)
     m.train()
     assert not m.patch_embed.proj.weight.requires_grad and not m.cls_token.requires_grad
     assert not m.pos_embed.requires_grad
     assert not any(p.requires_grad for p in m.blocks[0].parameters())
     assert all(p.requires_grad for p in m.blocks[1].parameters()) and m.norm.weight.requires_grad
     assert not m.blocks[0].training and m.blocks[1].training
-    m(torch.randn(1, 3, 32, 32))[0].sum().backward()
+    out = m(torch.randn(1, 3, 32, 32))[0]
+    (out * torch.randn_like(out)).sum().backward()
     g = m.rope.freqs.grad
     assert g[:, 0].abs().sum() == 0 and g[:, 1:].abs().sum() > 0
     full = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=3), rope='mixed', frozen_stages=3)
