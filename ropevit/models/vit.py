@@ -178,9 +178,9 @@ class RoPEViT(nn.Module):
             for i in range(depth)])
         self.norm = norm_layer(dims) if final_norm else None
         self.init_scratch_weights()
-        self._freeze_stages()
         if self.rope is not None and self.rope_type == 'mixed':
-            self.rope.freqs.register_hook(self._mask_frozen_freq_grad)
+            self.rope.freqs.register_hook(self._mask_frozen_freq_grad)   # before freezing may turn grads off
+        self._freeze_stages()
 
     def _block_window(self, i: int) -> int:
         return 0 if (self.window_size == 0 or i in self.global_attn_indexes) else self.window_size
