@@ -2,7 +2,7 @@
 since ``init_cfg=dict(type='Pretrained', checkpoint=...)`` converts on the fly).
 
     python tools/convert_checkpoint.py --model vit SRC.pth DST.pth [--num-heads N]
-        [--arch small|base|large --rope axial|mixed|none [--use-ape] [--no-cls-token]]
+        [--arch small|base|large|JSON --rope axial|mixed|none [--use-ape] [--no-cls-token]]
     python tools/convert_checkpoint.py --model swin SRC.pth DST.pth
 
 ``vit``: naver-ai/rope-vit originals, timm's ports, ropevit / mmengine checkpoints
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from typing import Optional, Sequence
 
@@ -42,7 +43,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--model', choices=('vit', 'swin'), required=True, help='backbone family')
     p.add_argument('--num-heads', type=int, default=None,
                    help='vit: heads, to unflatten the original RoPE-Mixed "freqs" (default: embed_dims // 64)')
-    p.add_argument('--arch', default=None, help='vit: build RoPEViT(arch=...) and check every shape against it')
+    p.add_argument('--arch', default=None, help='vit: build RoPEViT(arch=ARCH) (a preset name or a JSON dict) and check every tensor against it')
     p.add_argument('--rope', default='axial', choices=('axial', 'mixed', 'none'), help='vit with --arch')
     p.add_argument('--use-ape', action='store_true', help='vit with --arch: model has a position embedding')
     p.add_argument('--no-cls-token', action='store_true', help='vit with --arch: with_cls_token=False')
@@ -60,7 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model = None
         if args.arch is not None:
             from ropevit.models.vit import RoPEViT
-            model = RoPEViT(arch=args.arch, rope=args.rope, use_ape=args.use_ape,
+            arch = json.loads(args.arch) if args.arch.lstrip().startswith('{') else args.arch
+            model = RoPEViT(arch=arch, rope=args.rope, use_ape=args.use_ape,
                             with_cls_token=not args.no_cls_token)
         out = convert(ckpt, model, num_heads=args.num_heads, dropped=dropped)
         if model is not None:
