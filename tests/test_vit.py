@@ -61,16 +61,6 @@ def test_parity_with_timm_forward_features(timm_checkpoints, name, size):
     assert (out.flatten(2).transpose(1, 2) - expected).abs().max().item() <= 1e-5
 
 
-def _pair(**kw):
-    """Same weights, window vs global model."""
-    base = dict(arch=dict(embed_dims=32, num_heads=2, depth=2), with_cls_token=False, rope='mixed',
-                layer_scale_init_value=0.5)
-    glob = RoPEViT(**base).eval()
-    win = RoPEViT(**base, **kw).eval()
-    win.load_state_dict(glob.state_dict())
-    return glob, win
-
-
 @pytest.mark.parametrize('rope', ['axial', 'mixed', 'none'])
 @pytest.mark.parametrize('ws', [4, 6])  # 6: one window covers the 4x5 grid plus masked padding
 def test_window_covering_grid_equals_global(rope, ws):
