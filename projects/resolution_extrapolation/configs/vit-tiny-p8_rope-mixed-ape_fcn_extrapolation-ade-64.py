@@ -1,0 +1,3 @@
+# (d) RoPE-Mixed + APE.
+_base_ = ['./_base_/vit-tiny-p8_fcn_extrapolation-ade-64.py']
+model = dict(backbone=dict(rope='mixed', use_ape=True))
