@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from typing import Any
 
 import numpy as np
@@ -70,10 +71,31 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = 'cpu') -> 
         with torch.serialization.safe_globals(safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        refused = _refused_global(str(e))
+        if refused is None:  # a broken pickle stream, not a refused object
+            raise RuntimeError(f'could not read checkpoint {path} (truncated or not a torch checkpoint): '
+                               f'{_first_line(e)}') from None
         raise UnsafeCheckpointError(
-            f'refused to load {path}: it contains a pickled object outside the allowlist of '
+            f'refused to load {path}: it contains a pickled object ({refused}) outside the allowlist of '
             f'tensors, containers, numpy arrays/scalars and mmengine HistoryBuffer, and such an '
             f'object could run code when loaded. If you trust this file, re-save its state dict '
-            f'with torch.save(model.state_dict(), ...). Details: {e}') from None
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise RuntimeError(f'could not read checkpoint {path} (truncated or not a torch checkpoint): {e}') from None
+            f'with torch.save(model.state_dict(), ...).') from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise RuntimeError(f'could not read checkpoint {path} (truncated or not a torch checkpoint): '
+                           f'{_first_line(e)}') from None
+
+
+def _refused_global(message: str) -> str | None:
+    """The object torch's weights-only unpickler refused, or None for other unpickling errors."""
+    # torch words it as "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y whose module x is blocked".
+    match = re.search(r'GLOBAL ([\w.]+)', message)
+    if match:
+        return match.group(1)
+    if 'getattr(' in message and 'is not allowed in a checkpoint' in message:
+        return 'builtins.getattr (restricted)'
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
