@@ -10,6 +10,7 @@ path such as ``tools/train.py`` (run as ``__main__`` with ARGS as its argv).
                        first chunk is on disk (models a kill while a checkpoint or the pointer is written).
 --no-fix               undo ropevit.mm.reliability (plain MMEngine), to show each fix is needed.
 --record FILE          append "iter sample-indices" for every trained iteration (data order).
+--rope-report FILE     append "cos-dtype sin-dtype autocast-on" for every RoPE table the backbones build.
 """
 from __future__ import annotations
 
@@ -63,6 +64,25 @@ def arm_write_kill(name: str, nth: int) -> None:
         return f
 
     builtins.open = open_
+
+
+def report_rope_tables(path: str) -> None:
+    """Wrap rope_cos_sin where the backbones call it and log the dtypes of every table built."""
+    import importlib
+
+    import torch
+    from ropevit.layers.rope import rope_cos_sin
+
+    def recording(freqs, coords):
+        cos, sin = rope_cos_sin(freqs, coords)
+        with open(path, 'a') as f:
+            f.write(f'{cos.dtype} {sin.dtype} {torch.is_autocast_enabled(coords.device.type)}\n')
+        return cos, sin
+
+    for name in ('ropevit.layers.swin_attention', 'ropevit.layers.swin_block', 'ropevit.layers.vit_rope'):
+        mod = importlib.import_module(name)
+        if hasattr(mod, 'rope_cos_sin'):
+            mod.rope_cos_sin = recording
 
 
 def extra_hooks(kill_iter: int | None, record: str | None):
@@ -168,6 +188,7 @@ if __name__ == '__main__':
     ap.add_argument('--kill')
     ap.add_argument('--no-fix', action='store_true')
     ap.add_argument('--record')
+    ap.add_argument('--rope-report')
     ap.add_argument('script')
     ap.add_argument('rest', nargs=argparse.REMAINDER)
     a = ap.parse_args()
@@ -183,6 +204,8 @@ if __name__ == '__main__':
         _, name, nth = a.kill.split(':')
         arm_write_kill(name, int(nth))
     EXTRA_HOOKS = extra_hooks(kill_iter, a.record)
+    if a.rope_report:
+        report_rope_tables(a.rope_report)
 
     if a.script == 'toy':
         toy_main(a.rest)

@@ -163,3 +163,33 @@ def test_plain_mmengine_amp_refuses_cpu_and_fp16_on_cpu_is_a_clear_error():
             AmpOptimWrapper(optimizer=opt)
     finally:
         cpu_amp.apply()
+
+
+def test_mmcv_ops_without_bf16_cpu_kernels_run_under_cpu_autocast():
+    """mmcv's CPU nms/roi_align have no bf16 kernels (plain: "expected scalar type Float but found
+    BFloat16" in the RPN); ropevit.mm.cpu_amp runs them in float32 as autocast does for such ops."""
+    import importlib
+
+    from mmcv.ops import RoIAlign, batched_nms
+    from ropevit.mm import cpu_amp
+    torch.manual_seed(0)
+    xy = torch.rand(50, 2) * 50
+    boxes = torch.cat([xy, xy + 5 + torch.rand(50, 2) * 20], 1)
+    scores, idxs = torch.rand(50), torch.randint(0, 3, (50,))
+    ref_dets, ref_keep = batched_nms(boxes, scores, idxs, dict(type='nms', iou_threshold=0.5))
+    feats = torch.randn(1, 8, 16, 16)
+    rois = torch.tensor([[0, 1.0, 1.0, 9.0, 12.0], [0, 4.0, 2.0, 15.0, 8.0]])
+    align = RoIAlign((7, 7), spatial_scale=1.0, sampling_ratio=0)
+    ref_roi = align(feats, rois)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        dets, keep = batched_nms(boxes.bfloat16(), scores.bfloat16(), idxs, dict(type='nms', iou_threshold=0.5))
+        roi = align(feats.bfloat16(), rois.bfloat16())
+    assert roi.dtype == torch.bfloat16 and (roi.float() - ref_roi).abs().max() < 0.05
+    assert dets.dtype == torch.bfloat16 and len(keep) > 0
+    assert set(keep.tolist()) <= set(range(50)) and abs(len(keep) - len(ref_keep)) <= 2  # bf16 boxes
+    cpu_amp.revert()
+    try:
+        with torch.autocast('cpu', dtype=torch.bfloat16), pytest.raises(RuntimeError, match='BFloat16'):
+            importlib.import_module('mmcv.ops.nms').nms(boxes.bfloat16(), scores.bfloat16(), 0.5)
+    finally:
+        cpu_amp.apply()

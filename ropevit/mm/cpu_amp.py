@@ -7,10 +7,17 @@ only then) :func:`_cpu_init` builds the wrapper for CPU autocast instead: ``dtyp
 exponent range, so gradients do not underflow and need no scaling. ``optim_context``, ``backward``,
 ``step`` and the state dict stay MMEngine's. On GPU machines nothing changes.
 
+mmcv's CPU kernels have no bfloat16 implementation (``nms`` fails with "expected scalar type Float but
+found BFloat16" inside a Mask R-CNN's RPN under CPU autocast). Autocast itself runs such ops in
+float32; :func:`_float32_under_cpu_autocast` does the same for the mmcv ops a detector calls
+(``nms``, ``roi_align``): bf16 CPU inputs are cast to float32 and the results back to bf16, only
+while CPU autocast is on.
+
 Applied on ``import ropevit.mm`` (through :mod:`ropevit.mm.reliability`).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Union
 
 import torch
@@ -39,19 +46,62 @@ def _cpu_init(self: Any, loss_scale: Union[str, float, dict] = 'dynamic',
     self.cast_dtype = torch.bfloat16
 
 
+def _float32_under_cpu_autocast(fn: Callable) -> Callable:
+    """Run ``fn`` on float32 copies of its bf16 CPU tensor inputs; float32 outputs go back to bf16
+    (callers such as mmdet's RoI extractor write them into bf16 buffers)."""
+    def is_bf16_cpu(a: Any) -> bool:
+        return isinstance(a, torch.Tensor) and a.dtype == torch.bfloat16 and a.device.type == 'cpu'
+
+    def back(out: Any) -> Any:
+        if isinstance(out, torch.Tensor):
+            return out.bfloat16() if out.dtype == torch.float32 else out
+        if isinstance(out, tuple):
+            return tuple(back(o) for o in out)
+        return out
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_autocast_enabled('cpu') or not any(map(is_bf16_cpu, (*args, *kwargs.values()))):
+            return fn(*args, **kwargs)
+        args = tuple(a.float() if is_bf16_cpu(a) else a for a in args)
+        kwargs = {k: v.float() if is_bf16_cpu(v) else v for k, v in kwargs.items()}
+        return back(fn(*args, **kwargs))
+
+    return wrapper
+
+
+#: (module, function name) of mmcv ops without bfloat16 CPU kernels that detectors call by module global.
+_MMCV_OPS = (('mmcv.ops.nms', 'nms'), ('mmcv.ops.roi_align', 'roi_align'))
+
+
 def apply() -> None:
     if _ORIGINAL:
         return
+    import importlib
+
     from mmengine.optim import AmpOptimWrapper
     _ORIGINAL['init'] = AmpOptimWrapper.__init__
     AmpOptimWrapper.__init__ = _cpu_init
+    for mod_name, fn_name in _MMCV_OPS:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError:  # mmcv without compiled ops: nothing to wrap
+            continue
+        _ORIGINAL[f'{mod_name}.{fn_name}'] = getattr(mod, fn_name)
+        setattr(mod, fn_name, _float32_under_cpu_autocast(getattr(mod, fn_name)))
 
 
 def revert() -> None:
     if not _ORIGINAL:
         return
+    import importlib
+
     from mmengine.optim import AmpOptimWrapper
     AmpOptimWrapper.__init__ = _ORIGINAL.pop('init')
+    for key, fn in list(_ORIGINAL.items()):
+        mod_name, fn_name = key.rsplit('.', 1)
+        setattr(importlib.import_module(mod_name), fn_name, fn)
+    _ORIGINAL.clear()
 
 
 apply()
