@@ -91,3 +91,28 @@ def test_plain_mmengine_cannot_launch_on_cpu(tmp_path):
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, env=ENV,
                          timeout=60).stdout
     assert 'FAILED' in out and 'NVIDIA' in out, out
+
+
+def test_slurm_launcher_two_cpu_processes(tmp_path):
+    """``--launcher slurm`` is MMEngine's own: it reads the variables srun sets (SLURM_PROCID,
+    SLURM_NTASKS, SLURM_LOCALID, SLURM_NODELIST). Two processes started with them (as srun would on
+    one node) train together and match the single-process run with the same total batch."""
+    common = ['toy', '--dropout', '0', '--max-iters', '4']
+    port = str(free_port())
+    procs = []
+    for rank in (0, 1):
+        env = dict(ENV, SLURM_PROCID=str(rank), SLURM_NTASKS='2', SLURM_LOCALID=str(rank),
+                   SLURM_NODELIST='localhost', MASTER_ADDR='127.0.0.1', MASTER_PORT=port)
+        procs.append(subprocess.Popen(
+            [sys.executable, DRIVER] + common + [str(tmp_path / 'slurm'), '--batch-size', '1', '--launcher', 'slurm'],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env))
+    logs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs[0][-3000:] + logs[1][-3000:]
+    assert 'Distributed launcher: slurm' in logs[0] and 'GPU number: 2' in logs[0]
+    single = subprocess.run([sys.executable, DRIVER] + common + [str(tmp_path / 'single'), '--batch-size', '2'],
+                            capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
+    assert single.returncode == 0, single.stderr[-3000:]
+    a = load_checkpoint_file(tmp_path / 'single' / 'iter_4.pth')['state_dict']
+    b = load_checkpoint_file(tmp_path / 'slurm' / 'iter_4.pth')['state_dict']
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)

@@ -1,15 +1,17 @@
 """Let MMEngine's own distributed machinery run on machines without a GPU (CPU processes, gloo).
 
-MMEngine 0.10.7 assumes CUDA whenever it is launched with ``--launcher pytorch`` (torchrun):
+MMEngine 0.10.7 assumes CUDA whenever it is launched with ``--launcher pytorch`` (torchrun) or
+``--launcher slurm`` (srun):
 
-* ``mmengine.dist.utils._init_dist_pytorch`` calls ``torch.cuda.set_device(LOCAL_RANK)`` before
-  ``init_process_group``: on a CPU-only machine that raises "Found no NVIDIA driver".
+* ``mmengine.dist.utils._init_dist_pytorch`` / ``_init_dist_slurm`` call ``torch.cuda.set_device``
+  before ``init_process_group``: on a CPU-only machine that raises "Found no NVIDIA driver".
 * ``Runner.wrap_model`` builds ``MMDistributedDataParallel(device_ids=[LOCAL_RANK])``, which PyTorch's
   DDP rejects for a module whose parameters live on the CPU.
 * Configs inherit ``env_cfg.dist_cfg.backend='nccl'`` from mmdet/mmseg's ``default_runtime``; NCCL needs GPUs.
 
-When CUDA is not available (and only then) the two functions below step in: no ``set_device``, NCCL
-replaced by gloo (with a warning that says so), and ``device_ids=None`` for CPU modules. On a machine
+When CUDA is not available (and only then): MMEngine's launcher functions run with
+``torch.cuda.set_device`` made a no-op for the duration of the call and NCCL replaced by gloo (with a
+warning that says so), and DDP gets ``device_ids=None`` for CPU modules. On a machine
 with GPUs nothing changes. The process group, the samplers, DDP and the hooks stay MMEngine's and
 PyTorch's: this is not a second distributed implementation.
 
@@ -17,25 +19,43 @@ Applied on ``import ropevit.mm`` (through :mod:`ropevit.mm.reliability`); :func:
 """
 from __future__ import annotations
 
-import os
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 import torch
-import torch.distributed as torch_dist
 
 _ORIGINAL: dict[str, Callable] = {}
 
 
-def _init_dist_pytorch(backend: str, init_backend: str = 'torch', **kwargs: Any) -> None:
-    if torch.cuda.is_available() or init_backend != 'torch':
-        return _ORIGINAL['init_dist_pytorch'](backend, init_backend=init_backend, **kwargs)
-    if backend == 'nccl':
-        from mmengine.logging import print_log
-        print_log('CUDA is not available: using the gloo backend instead of nccl for CPU processes.',
-                  logger='current', level=30)
-        backend = 'gloo'
-    torch_dist.init_process_group(backend=backend, rank=int(os.environ['RANK']),
-                                  world_size=int(os.environ['WORLD_SIZE']), **kwargs)
+@contextlib.contextmanager
+def _without_cuda_set_device() -> Iterator[None]:
+    """MMEngine's launchers call ``torch.cuda.set_device(local_rank)`` unconditionally."""
+    original = torch.cuda.set_device
+    torch.cuda.set_device = lambda device: None
+    try:
+        yield
+    finally:
+        torch.cuda.set_device = original
+
+
+def _cpu_backend(backend: str) -> str:
+    if backend != 'nccl':
+        return backend
+    from mmengine.logging import print_log
+    print_log('CUDA is not available: using the gloo backend instead of nccl for CPU processes.',
+              logger='current', level=30)
+    return 'gloo'
+
+
+def _wrap_launcher(name: str) -> Callable:
+    def init(backend: str, *args: Any, init_backend: str = 'torch', **kwargs: Any) -> None:
+        original = _ORIGINAL[name]
+        if torch.cuda.is_available() or init_backend != 'torch':
+            return original(backend, *args, init_backend=init_backend, **kwargs)
+        with _without_cuda_set_device():
+            return original(_cpu_backend(backend), *args, init_backend=init_backend, **kwargs)
+
+    return init
 
 
 def _wrap_ddp_init(original: Callable) -> Callable:
@@ -56,9 +76,10 @@ def apply() -> None:
         return
     import mmengine.dist.utils as dist_utils
     from mmengine.model import MMDistributedDataParallel
-    _ORIGINAL.update(init_dist_pytorch=dist_utils._init_dist_pytorch,
+    _ORIGINAL.update(_init_dist_pytorch=dist_utils._init_dist_pytorch, _init_dist_slurm=dist_utils._init_dist_slurm,
                      ddp_init=MMDistributedDataParallel.__init__)
-    dist_utils._init_dist_pytorch = _init_dist_pytorch
+    for name in ('_init_dist_pytorch', '_init_dist_slurm'):
+        setattr(dist_utils, name, _wrap_launcher(name))
     MMDistributedDataParallel.__init__ = _wrap_ddp_init(_ORIGINAL['ddp_init'])
 
 
@@ -67,7 +88,8 @@ def revert() -> None:
         return
     import mmengine.dist.utils as dist_utils
     from mmengine.model import MMDistributedDataParallel
-    dist_utils._init_dist_pytorch = _ORIGINAL['init_dist_pytorch']
+    for name in ('_init_dist_pytorch', '_init_dist_slurm'):
+        setattr(dist_utils, name, _ORIGINAL[name])
     MMDistributedDataParallel.__init__ = _ORIGINAL['ddp_init']
     _ORIGINAL.clear()
 
