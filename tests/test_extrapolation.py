@@ -292,3 +292,34 @@ def test_detection_sweep_uses_coco_metric_and_resizes_the_input(tmp_path):
     assert len(result.values['det']) == 2 and all(math.isfinite(v) and 0 <= v <= 1 for v in result.values['det'])
     # 64 px images: 32 and 96 px, padded by the data preprocessor to a multiple of 32
     assert [sweep._most_common(hw) for hw in result.input_hw['det']] == [(32, 32), (96, 96)]
+
+
+# --------------------------------------------------------------------------------------------
+# the study's configs: they build, and differ only in the position encoding
+# --------------------------------------------------------------------------------------------
+STUDY = osp.join(ROOT, 'projects', 'resolution_extrapolation', 'configs')
+VARIANTS = {'ape': ('none', True), 'rope-axial': ('axial', False), 'rope-mixed': ('mixed', False),
+            'rope-mixed-ape': ('mixed', True)}
+
+
+def test_study_configs_differ_only_in_position_encoding_and_build():
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    import ropevit.mm  # noqa: F401
+    init_default_scope('mmseg')
+    base = Config.fromfile(osp.join(STUDY, '_base_', 'vit-tiny-p8_fcn_extrapolation-ade-64.py')).to_dict()
+    pos_embeds = {}
+    for variant, (rope, use_ape) in VARIANTS.items():
+        cfg = Config.fromfile(osp.join(STUDY, f'vit-tiny-p8_{variant}_fcn_extrapolation-ade-64.py'))
+        assert (cfg.model.backbone.rope, cfg.model.backbone.use_ape) == (rope, use_ape)
+        flat = cfg.to_dict()
+        flat['model']['backbone'].update(rope=base['model']['backbone']['rope'],
+                                         use_ape=base['model']['backbone']['use_ape'])
+        assert flat == base, variant                                  # same data, model size, budget
+        model = MODELS.build(cfg.model).eval()
+        pos_embeds[variant] = model.backbone.pos_embed is not None
+        with torch.no_grad():
+            for size in (32, 64, 128):                                  # 0.5x, 1x, 2x of training
+                logits = model.encode_decode(torch.randn(1, 3, size, size), [dict(img_shape=(size, size))])
+                assert logits.shape == (1, 150, size, size)
+    assert pos_embeds == {v: ape for v, (_, ape) in VARIANTS.items()}

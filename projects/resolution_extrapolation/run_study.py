@@ -31,12 +31,13 @@ VARIANTS = {  # column name -> config (only backbone.rope / use_ape differ)
 }
 
 
-def train(config: str, work_dir: str) -> str:
+def train(config: str, work_dir: str, *, seed: int = 0) -> str:
     """Train with mmengine's Runner (what tools/train.py does); returns the last checkpoint."""
     from mmengine.config import Config
     from mmengine.runner import Runner
     cfg = Config.fromfile(config)
     cfg.work_dir = work_dir
+    cfg.randomness = dict(seed=seed)
     Runner.from_cfg(cfg).train()
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         return f.read().strip()
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument('--work-dir', default='work_dirs/resolution_extrapolation')
     parser.add_argument('--out-dir', default=HERE)
     parser.add_argument('--scales', nargs='+', type=float, default=[0.5, 0.75, 1.0, 1.25, 1.5, 2.0])
+    parser.add_argument('--seed', type=int, default=0, help='training seed (the same for all variants)')
     parser.add_argument('--skip-train', action='store_true', help='reuse the checkpoints in --work-dir')
     args = parser.parse_args()
     os.chdir(ROOT)                                                      # configs use data/... paths
@@ -55,19 +57,19 @@ def main() -> None:
         make_data.make_dataset(args.data_root)
     specs = []
     for name, config in VARIANTS.items():
+        work_dir = osp.join(args.work_dir, f'seed{args.seed}', config.split('_')[1])   # e.g. .../seed0/rope-mixed
         config = osp.join(HERE, 'configs', config)
-        work_dir = osp.join(args.work_dir, config.split('_')[1])
         if args.skip_train:
             with open(osp.join(work_dir, 'last_checkpoint')) as f:
                 checkpoint = f.read().strip()
         else:
             start = time.time()
-            checkpoint = train(config, work_dir)
+            checkpoint = train(config, work_dir, seed=args.seed)
             print(f'trained {name} in {time.time() - start:.0f} s -> {checkpoint}')
         specs.append(sweep.ModelSpec(config, checkpoint, name))
-    result = sweep.sweep(specs, args.scales, work_dir=osp.join(args.work_dir, 'sweep'))
+    result = sweep.sweep(specs, args.scales, work_dir=osp.join(args.work_dir, f'seed{args.seed}', 'sweep'))
     paths = sweep.write_outputs(result, args.out_dir,
-                                title='Segmentation, tiny ViT trained at 64 px: mIoU vs test scale')
+                                title=f'tiny ViT seg. trained at 64 px (seed {args.seed}): mIoU vs test scale')
     print(result.to_markdown())
     print('wrote ' + ', '.join(paths.values()))
 
