@@ -45,16 +45,73 @@ def make_coco(root: Path, *, count: int = 4, size: int = 64) -> Path:
     return root
 
 
+def tiny_config(tmp: Path, data_root: Path, *, base: Optional[Path] = None, batch_size: int = 2,
+                max_epochs: int = 3, deterministic_step: bool = False) -> Path:
+    """A config file inheriting the demo config with a tiny model, the generated data and no validation.
+
+    ``deterministic_step``: no random draw inside a training step (samplers keep every candidate,
+    no drop-path, no flip) and a constant lr, for comparisons across process layouts.
+    """
+    base = base or demo_config()
+    sampler = 'dict(num=100000)' if deterministic_step else 'dict()'
+    text = f"""
+_base_ = {str(base)!r}
+custom_imports = dict(imports=['ropevit.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(embed_dims=32, depths=[1, 1, 1, 1], num_heads=[2, 4, 8, 16], window_size=4, init_cfg=None,
+                  drop_path_rate={0.0 if deterministic_step else 0.1}, out_indices=(0, 1, 2, 3)),
+    neck=dict(in_channels=[32, 64, 128, 256], out_channels=32),
+    rpn_head=dict(in_channels=32, feat_channels=32),
+    roi_head=dict(bbox_roi_extractor=dict(out_channels=32),
+                  bbox_head=dict(in_channels=32, fc_out_channels=64, num_classes=2),
+                  mask_roi_extractor=dict(out_channels=32),
+                  mask_head=dict(in_channels=32, conv_out_channels=32, num_classes=2)),
+    train_cfg=dict(rpn=dict(sampler={sampler}), rcnn=dict(sampler={sampler})))
+train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+                  dict(type='Resize', scale=(64, 64), keep_ratio=True),
+                  dict(type='RandomFlip', prob={0.0 if deterministic_step else 0.5}), dict(type='PackDetInputs')]
+train_dataloader = dict(
+    batch_size={batch_size}, num_workers=0, persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=True), batch_sampler=dict(type='AspectRatioBatchSampler'),
+    dataset=dict(type='CocoDataset', data_root={str(data_root) + '/'!r}, ann_file='train.json',
+                 data_prefix=dict(img='images/'), metainfo=dict(classes=('red', 'blue')),
+                 filter_cfg=dict(filter_empty_gt=True, min_size=0), pipeline=train_pipeline, _delete_=True))
+val_dataloader = None
+val_evaluator = None
+val_cfg = None
+test_dataloader = None
+test_evaluator = None
+test_cfg = None
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs={max_epochs}, val_interval=1000, _delete_=True)
+param_scheduler = {'[]' if deterministic_step else
+                   "[dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]"}
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=True), logger=dict(interval=1))
+randomness = dict(seed=0)
+"""
+    path = tmp / 'tiny_demo.py'
+    path.write_text(text)
+    return path
+
+
 def env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    # The shell launchers call `python`: make it this interpreter (the project's venv).
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get('PATH', '')])
+    return dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT), PATH=path)
 
 
-def run(cmd: Sequence[str], timeout: int = 150) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT, env=env(),
-                          timeout=timeout)
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
-def train(config: Path, work_dir: Path, options: Sequence[str], *, kill: Optional[str] = None,
+def run(cmd: Sequence[str], timeout: int = 150, **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(env(), **extra_env), timeout=timeout)
+
+
+def train(config: Path, work_dir: Path, options: Sequence[str] = (), *, kill: Optional[str] = None,
           record: Optional[Path] = None, resume: bool = False, amp: bool = False,
           rope_report: Optional[Path] = None) -> subprocess.CompletedProcess:
     """``tools/train.py CONFIG --work-dir W [--resume] [--amp] --cfg-options ...`` in a subprocess,
@@ -64,7 +121,7 @@ def train(config: Path, work_dir: Path, options: Sequence[str], *, kill: Optiona
     cmd += ['--record', record] if record else []
     cmd += ['--rope-report', rope_report] if rope_report else []
     cmd += [TRAIN, config, '--work-dir', work_dir] + (['--resume'] if resume else []) + (['--amp'] if amp else [])
-    cmd += ['--cfg-options', *options]
+    cmd += ['--cfg-options', *options] if options else []
     return run(cmd)
 
 
