@@ -79,9 +79,6 @@ train_dataloader = dict(
 val_dataloader = None
 val_evaluator = None
 val_cfg = None
-test_dataloader = None
-test_evaluator = None
-test_cfg = None
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs={max_epochs}, val_interval=1000, _delete_=True)
 param_scheduler = {'[]' if deterministic_step else
                    "[dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]"}

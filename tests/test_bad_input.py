@@ -181,3 +181,67 @@ def test_checkpoint_holding_code_is_refused_not_run(tmp_path, monkeypatch):
         _pretrained_swin(path).init_weights()
     assert 'posix.system' in str(e.value) or 'system' in str(e.value)  # names the refused object
     assert not marker.exists(), 'the pickled payload ran'
+
+
+# ------------------------------------------------------------------ data sets and inference (demo config)
+def _last_error(log: str) -> str:
+    lines = [ln for ln in log.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ''
+
+
+@pytest.mark.parametrize('case', ['missing_dir', 'no_images', 'unreadable_image'])
+def test_bad_data_set_is_a_clear_error_and_leaves_no_checkpoint(tmp_path, case):
+    """tools/train.py on the demo config with a broken data set: a non-zero exit whose last line names
+    the offending path and the problem, and no checkpoint (nothing resume could pick up)."""
+    import json
+
+    import demo_helpers as demo
+    root = tmp_path / 'data'
+    if case == 'missing_dir':
+        bad = tmp_path / 'no_such_dir'
+        config = demo.tiny_config(tmp_path, bad)
+    else:
+        demo.make_coco(root)
+        if case == 'no_images':
+            ann = json.loads((root / 'train.json').read_text())
+            ann['images'], ann['annotations'] = [], []
+            (root / 'train.json').write_text(json.dumps(ann))
+            bad = root / 'train.json'
+        else:
+            bad = root / 'images' / '2.jpg'
+            bad.write_bytes(b'this is not a JPEG')
+        config = demo.tiny_config(tmp_path, root)
+    work = tmp_path / 'work'
+    r = demo.train(config, work)
+    log = r.stdout + r.stderr
+    assert r.returncode != 0, log[-3000:]
+    err = _last_error(r.stderr)
+    assert str(bad) in err or str(bad.relative_to(tmp_path)) in err or bad.name in err, err
+    assert 'need at least one array' not in err  # numpy's message is not an explanation
+    if case == 'no_images':
+        assert any(w in err.lower() for w in ('no image', '0 image', 'empty')), err
+    assert not list(work.rglob('*.pth')) and not (work / 'last_checkpoint').exists()
+
+
+@pytest.mark.parametrize('hw', [(16, 2000), (2000, 16), (8, 8)])
+def test_detector_inference_on_extreme_and_tiny_images(tmp_path, hw):
+    """The demo detector (tiny, random init, score threshold 0 so it returns boxes) on images of
+    extreme aspect ratio and tiny size: boxes inside the original image, masks of its size, finite
+    scores."""
+    import numpy as np
+    from mmdet.apis import inference_detector, init_detector
+
+    import demo_helpers as demo
+    config = demo.tiny_config(tmp_path, tmp_path / 'unused')
+    model = init_detector(str(config), checkpoint=None, device='cpu',
+                          cfg_options={'model.test_cfg.rcnn.score_thr': 0.0})
+    h, w = hw
+    image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    pred = inference_detector(model, image).pred_instances
+    assert len(pred.bboxes) > 0
+    boxes = pred.bboxes
+    assert torch.isfinite(boxes).all() and torch.isfinite(pred.scores).all()
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= w + 1e-3).all() and (boxes[:, 3] <= h + 1e-3).all()
+    if 'masks' in pred:
+        assert tuple(pred.masks.shape[1:]) == (h, w)
