@@ -136,12 +136,12 @@ def test_report_tables_and_ratios():
     c = res.add(Row('s', 'A', 'ropevit', (1024, 1024), 'fwd', 'fp32', TimeStats(40, 39, 41, 39, 3), 400.0))
     q = res.ratio('A / B time', a, b, target='<= 1.0', check=lambda v: v <= 1.0)
     m = res.ratio('A / B memory', a, b, quantity=lambda r: r.peak_mib)
-    assert (q.value, q.holds, m.value, m.holds) == (0.5, True, 0.25, None)
+    assert (q.value, q.holds, q.value_min, m.value, m.holds, m.value_min) == (0.5, True, 9 / 19, 0.25, None, None)
     assert res.ratio('missing', a, None) is None
     assert growth_exponent(a, c) == pytest.approx(1.0)
     table = rows_table(res.rows)
     assert table.count('\n') == 4 and '| 512x512 |' in table and '10.0 (9.0-11.0)' in table
-    assert '| A / B time | 512x512 | fwd | fp32 | 0.500 | <= 1.0 | yes |' in ratios_table(res.ratios)
+    assert '| A / B time | 512x512 | fwd | fp32 | 0.500 | 0.474 | <= 1.0 | yes |' in ratios_table(res.ratios)
     md = res.markdown({'device': 'cpu'})
     assert '## s' in md and '## Ratios' in md and '- **device**: cpu' in md
 
@@ -172,12 +172,13 @@ def test_cli_smoke_swin_writes_tables_ratios_and_plot(tmp_path, capsys):
     md = (tmp_path / 'benchmark.md').read_text()
     assert '## RoPESwin vs mmdet Swin' in md and md.strip() in capsys.readouterr().out   # printed too
     for label in ('mmdet Swin(d32) (bias table)', 'RoPESwin Swin(d32) none + bias table',
+                  'Swin(d32) none + bias table, manual softmax (mmdet math)',
                   'RoPESwin Swin(d32) mixed (no table)', 'RoPESwin Swin(d32) axial (no table)'):
         assert md.count(f'| {label} |') == 2                      # one row per size
     assert 'max abs diff' in md and '## Ratios' in md
     assert '| RoPESwin Swin(d32) mixed (no table) / mmdet time | 64x96 | fwd | fp32 |' in md
     data = json.loads((tmp_path / 'benchmark.json').read_text())
-    assert len(data['rows']) == 8 and data['environment']['threads'].startswith(str(torch.get_num_threads()))
+    assert len(data['rows']) == 10 and data['environment']['threads'].startswith(str(torch.get_num_threads()))
     assert (tmp_path / 'benchmark.png').stat().st_size > 1000
 
 
@@ -187,3 +188,86 @@ def test_cli_rejects_bad_options():
         cli.main(['--suites', 'nope'])
     with pytest.raises(SystemExit):
         cli.main(['--sizes', '12x'])
+
+
+# ----------------------------------------------------------------------------- RoPEViT suites and proposals
+TINY_VIT = dict(embed_dims=64, depth=2, num_heads=2)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('per_head', [False, True])
+def test_apply_rope_complex_equals_apply_rope_on_strided_qk(dtype, per_head):
+    from ropevit.benchmark.proposals import apply_rope_complex
+    from ropevit.layers.rope import apply_rope
+    qkv = torch.randn(2, 10, 3, 4, 16).to(dtype)                       # [B, N, 3, nh, hd] like a fused qkv
+    q, k, _ = qkv.permute(2, 0, 3, 1, 4).unbind(0)                       # strided [B, nh, N, hd] views
+    ang = torch.randn(*((4,) if per_head else ()), 10, 8)
+    for x in (q, k, q[:, :, 1:]):                                        # odd offset after a prefix slice
+        c, s = ang[..., -x.shape[2]:, :].cos(), ang[..., -x.shape[2]:, :].sin()
+        expected, got = apply_rope(x, c, s), apply_rope_complex(x, c, s)
+        assert got.dtype == x.dtype and got.shape == x.shape
+        assert (expected.float() - got.float()).abs().max().item() <= (1e-6 if dtype == torch.float32 else 1e-2)
+
+
+def test_apply_rope_complex_gradients():
+    from ropevit.benchmark.proposals import apply_rope_complex
+    x = torch.randn(2, 3, 5, 8, dtype=torch.float64, requires_grad=True)
+    ang = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, a: apply_rope_complex(x, a.cos(), a.sin()), (x, ang))
+
+
+def test_swap_function_reaches_ropevit_attention():
+    from ropevit.benchmark.proposals import swap_function
+    from ropevit.models.vit import RoPEViT
+    model = RoPEViT(arch=TINY_VIT, rope='axial', layer_scale_init_value=None).eval()   # LayerScale 1e-5 would hide it
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        base = model(x)
+        with swap_function('apply_rope', lambda t, c, s: t) as calls:     # "no rotation"
+            unrotated = model(x)
+    assert calls[0] == 2 * TINY_VIT['depth']                              # q and k of every block
+    assert max_abs_diff(base, unrotated) > 1e-4
+    with pytest.raises(RuntimeError, match='no_such_function'):
+        with swap_function('no_such_function', lambda: None):
+            pass
+
+
+def test_vit_suite_parity_check_catches_wrong_weights(monkeypatch):
+    from ropevit.benchmark import suites
+    from ropevit.checkpoint import vit as vit_ckpt
+    convert = vit_ckpt.convert_vit_state_dict
+
+    def off_by_a_bit(*args, **kwargs):
+        sd = convert(*args, **kwargs)
+        key = 'blocks.1.attn.proj.weight'       # inside a block: the suite's LayerScale must not hide it
+        sd[key] = sd[key] + 1e-2 * torch.randn_like(sd[key])
+        return sd
+
+    monkeypatch.setattr(vit_ckpt, 'convert_vit_state_dict', off_by_a_bit)
+    with pytest.raises(ParityError, match='RoPEViT-d64L2h2 mixed vs timm ViT-d64L2h2 mixed'):
+        suites.vit_vs_timm(Results(), _quiet_cfg(memory=False), archs=[TINY_VIT], ropes=('mixed',),
+                           sizes=[(32, 48)])
+
+
+def test_vit_suites_rows_ratios_and_notes():
+    from ropevit.benchmark import suites
+    res = Results()
+    cfg = _quiet_cfg(memory=False)
+    suites.vit_vs_timm(res, cfg, archs=[TINY_VIT], ropes=('axial', 'none'), sizes=[(32, 48)], proposed=True)
+    labels = {r.model for r in res.rows}
+    assert labels == {'RoPEViT-d64L2h2 axial', 'timm ViT-d64L2h2 axial', 'RoPEViT-d64L2h2 none',
+                      'timm ViT-d64L2h2 none', 'RoPEViT-d64L2h2 axial [complex rope]'}
+    assert all(r.parity and r.parity.startswith('max abs diff') for r in res.rows if r.impl != 'timm')
+    names = {q.name for q in res.ratios}
+    assert {'RoPEViT-d64L2h2 axial / timm time', 'RoPE overhead RoPEViT-d64L2h2 axial vs none (fraction)',
+            'RoPEViT-d64L2h2 axial [complex rope] / timm time'} <= names
+    # axial tables: built once in a cold forward, then served from the cache
+    assert any('rope=axial' in n and 'called 1x in a first forward' in n and '0x in a second' in n
+               for n in res.notes)
+
+    suites.windowed_vit(res, cfg, arch=TINY_VIT, window_size=2, global_blocks=(1,), sizes=[(64, 64)])
+    win = [r for r in res.rows if r.suite == 'windowed ViT']
+    assert {r.impl for r in win} == {'ropevit', 'manual-softmax'} and len(win) == 5
+    assert all(r.parity.startswith('max abs diff') for r in win if r.impl == 'manual-softmax')
+    assert {'manual-softmax / RoPEViT windowed time (speed-up)',
+            'RoPEViT windowed / all-global peak memory'} & {q.name for q in res.ratios}

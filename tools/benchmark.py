@@ -16,6 +16,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -76,8 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--scaling-all-global', action=argparse.BooleanOptionalAction, default=True,
                    help='include the all-global model in the cost-vs-pixels curve')
     p.add_argument('--swin-sizes', type=_sizes, default=[(224, 224), (800, 1333)])
-    p.add_argument('--no-mmdet', action='store_true', help='skip the mmdet Swin comparison')
+    p.add_argument('--no-mmdet', action='store_true',
+                   help='no mmdet here: compare RoPESwin with ropevit\'s plain Swin running mmdet\'s manual-softmax '
+                        'math instead of mmdet\'s SwinTransformer')
     p.add_argument('--compile', action='store_true', help='also run the torch.compile check')
+    p.add_argument('--compile-vitdet', action='store_true',
+                   help='compile the windowed (ViTDet) model instead of the plain one')
+    p.add_argument('--proposed', action='store_true',
+                   help='also time RoPE models with the proposed complex-multiply apply_rope swapped in')
     p.add_argument('--compile-arch', default='small')
     p.add_argument('--compile-size', type=parse_size, default=(224, 224))
     p.add_argument('--modes', type=_list, default=['fwd', 'fwd+bwd'], help='fwd,fwd+bwd')
@@ -161,24 +168,28 @@ def main(argv: list[str] | None = None) -> int:
                                   '(CUDA: max_memory_allocated; CPU: torch.profiler memory timeline)',
                    'command': 'python tools/benchmark.py ' + ' '.join(argv_list)})
     results = report.Results()
+    use_mmdet = not args.no_mmdet
+    if use_mmdet and 'swin' in args.suites and importlib.util.find_spec('mmdet') is None:
+        use_mmdet = False
+        results.notes.append('mmdet is not installed: Swin is compared with the mmdet-math reference')
     t_start = time.perf_counter()
     plan = {
-        'vit_timm': lambda: suites.vit_vs_timm(results, cfg, archs=args.archs, ropes=args.ropes, sizes=args.sizes),
+        'vit_timm': lambda: suites.vit_vs_timm(results, cfg, archs=args.archs, ropes=args.ropes, sizes=args.sizes,
+                                               proposed=args.proposed),
         'windowed': lambda: suites.windowed_vit(results, cfg, arch=args.windowed_arch, window_size=args.window_size,
                                                 global_blocks=args.global_blocks, sizes=args.windowed_sizes,
-                                                global_manual=not args.no_global_manual),
+                                                global_manual=not args.no_global_manual, proposed=args.proposed),
         'scaling': lambda: suites.window_scaling(results, cfg, arch=args.windowed_arch,
                                                  window_size=args.window_size, global_blocks=args.global_blocks,
                                                  sizes=args.scaling_sizes, all_global=args.scaling_all_global),
-        'swin': lambda: suites.swin_vs_mmdet(results, cfg, arch=args.swin_arch, sizes=args.swin_sizes),
-        'compile': lambda: suites.compile_check(results, cfg, arch=args.compile_arch, size=args.compile_size),
+        'swin': lambda: suites.swin_vs_mmdet(results, cfg, arch=args.swin_arch, sizes=args.swin_sizes,
+                                             use_mmdet=use_mmdet, proposed=args.proposed),
+        'compile': lambda: suites.compile_check(results, cfg, arch=args.compile_arch, size=args.compile_size,
+                                                vitdet=args.compile_vitdet),
     }
     failed = []
     for name in SUITES:
         if name not in args.suites:
-            continue
-        if name == 'swin' and args.no_mmdet:
-            results.notes.append('mmdet Swin comparison skipped (--no-mmdet)')
             continue
         print(f'== {name}', file=sys.stderr, flush=True)
         try:

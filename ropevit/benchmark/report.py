@@ -49,6 +49,7 @@ class Ratio:
     value: float
     target: str = ''                  # e.g. '<= 1.0'
     holds: Optional[bool] = None      # None: informational
+    value_min: Optional[float] = None  # the same ratio from the fastest calls (time ratios only)
 
 
 def _fmt_ms(t: TimeStats) -> str:
@@ -57,22 +58,25 @@ def _fmt_ms(t: TimeStats) -> str:
 
 def rows_table(rows: Sequence[Row]) -> str:
     """Markdown table of rows (median time with the inter-quartile range)."""
-    lines = ['| suite | model | impl | input HxW | mode | dtype | time ms, median (IQR) | reps | peak MiB | check |',
-             '|---|---|---|---|---|---|---:|---:|---:|---|']
+    lines = ['| suite | model | impl | input HxW | mode | dtype | time ms, median (IQR) | min ms | reps | peak MiB '
+             '| check |',
+             '|---|---|---|---|---|---|---:|---:|---:|---:|---|']
     for r in rows:
         mem = '' if r.peak_mib is None else f'{r.peak_mib:.0f}'
         lines.append(f'| {r.suite} | {r.model} | {r.impl} | {size_str(r.size)} | {r.mode} | {r.dtype} | '
-                     f'{_fmt_ms(r.time)} | {r.time.reps} | {mem} | {r.parity or ""} |')
+                     f'{_fmt_ms(r.time)} | {r.time.min:.1f} | {r.time.reps} | {mem} | {r.parity or ""} |')
     return '\n'.join(lines)
 
 
 def ratios_table(ratios: Sequence[Ratio]) -> str:
     """Markdown table of ratios with their target and whether it holds."""
-    lines = ['| ratio | input HxW | mode | dtype | value | target | holds |', '|---|---|---|---|---:|---|---|']
+    lines = ['| ratio | input HxW | mode | dtype | value (medians) | value (mins) | target | holds |',
+             '|---|---|---|---|---:|---:|---|---|']
     for q in ratios:
         holds = '' if q.holds is None else ('yes' if q.holds else '**no**')
-        lines.append(f'| {q.name} | {size_str(q.size)} | {q.mode} | {q.dtype} | {q.value:.3f} | {q.target} | '
-                     f'{holds} |')
+        vmin = '' if q.value_min is None else f'{q.value_min:.3f}'
+        lines.append(f'| {q.name} | {size_str(q.size)} | {q.mode} | {q.dtype} | {q.value:.3f} | {vmin} | '
+                     f'{q.target} | {holds} |')
     return '\n'.join(lines)
 
 
@@ -95,18 +99,26 @@ class Results:
         return None
 
     def ratio(self, name: str, num: Optional[Row], den: Optional[Row], *,
-              quantity: Callable[[Row], Optional[float]] = lambda r: r.time.median,
+              quantity: Optional[Callable[[Row], Optional[float]]] = None,
               transform: Callable[[float], float] = lambda v: v, target: str = '',
               check: Optional[Callable[[float], bool]] = None) -> Optional[Ratio]:
-        """Add ``transform(quantity(num) / quantity(den))`` (skipped when a row is missing)."""
+        """Add ``transform(quantity(num) / quantity(den))`` (skipped when a row is missing).
+
+        ``quantity`` defaults to the median time; then the ratio of the minimum times is
+        added as ``value_min`` (on a shared machine noise only adds time). The target is
+        checked on the medians.
+        """
         if num is None or den is None:
             return None
+        is_time = quantity is None
+        quantity = quantity or (lambda r: r.time.median)
         a, b = quantity(num), quantity(den)
         if a is None or b is None or b == 0:
             return None
         value = transform(a / b)
+        value_min = transform(num.time.min / den.time.min) if is_time and den.time.min > 0 else None
         q = Ratio(name, num.size, num.mode, num.dtype, value, target,
-                  None if check is None else bool(check(value)))
+                  None if check is None else bool(check(value)), value_min)
         self.ratios.append(q)
         return q
 

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Optional, Sequence, Union
 
@@ -35,10 +36,15 @@ _TIMM_VIT_KW = ('embed_dim', 'depth', 'num_heads')
 
 
 # ----------------------------------------------------------------------------- builders
-def _arch_name(arch: ArchSpec) -> str:
+def _short(arch: ArchSpec) -> str:
+    """``'S'``, ``'B'``, ``'L'`` for presets; ``'d64L4h2'`` for a dict."""
     if isinstance(arch, str):
-        return f'ViT-{SHORT.get(arch, arch)}'
-    return f'ViT(d{arch.get("embed_dims")},L{arch.get("depth")},h{arch.get("num_heads")})'
+        return SHORT.get(arch, arch)
+    return f'd{arch.get("embed_dims")}L{arch.get("depth")}h{arch.get("num_heads")}'
+
+
+def _arch_name(arch: ArchSpec) -> str:
+    return f'ViT-{_short(arch)}'
 
 
 def _timm_kwargs(arch: ArchSpec) -> tuple[str, dict]:
@@ -76,6 +82,16 @@ def build_ropevit(arch: ArchSpec, rope: str, **kwargs) -> nn.Module:
     return RoPEViT(arch=arch, rope=rope, drop_path_rate=0.0, **kwargs).eval()
 
 
+def _blocks_count(model: nn.Module) -> nn.Module:
+    """LayerScale starts at 1e-5: then the blocks barely touch the output and a parity check
+    would not see a wrong attention. Draw every ``gamma`` from U(0.5, 1) instead."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith(('gamma_1', 'gamma_2')):
+                p.uniform_(0.5, 1.0)
+    return model
+
+
 def load_timm_weights(ours: nn.Module, timm_model: nn.Module) -> None:
     """Load a timm RoPE-ViT's weights into ``RoPEViT`` with ropevit's own converter."""
     from ropevit.checkpoint import vit as vit_ckpt
@@ -100,7 +116,12 @@ def timm_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def rope_table_calls(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
-    """Calls of ``rope_cos_sin`` in a first and a second forward (a cache shows as 0)."""
+    """Calls of ``rope_cos_sin`` in a first forward with empty caches and in a second one
+    (a table cached across forwards shows as 0 there)."""
+    for m in model.modules():
+        cache = getattr(m, '_cache', None)
+        if isinstance(cache, dict):
+            cache.clear()
     counts = []
     for _ in range(2):
         with torch.no_grad(), count_calls('rope_cos_sin') as calls:
@@ -112,15 +133,19 @@ def rope_table_calls(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- suites
 def vit_vs_timm(results: Results, cfg: BenchConfig, *, archs: Sequence[ArchSpec] = ('small', 'base'),
                 ropes: Sequence[str] = ('mixed', 'axial', 'none'), sizes: Sequence[Size] = ((224, 224),),
-                atol: float = 1e-4, suite: str = 'RoPEViT vs timm') -> None:
-    """RoPEViT vs timm for every arch x rope, all interleaved per size; ratios and RoPE overhead."""
+                atol: float = 1e-4, proposed: bool = False, suite: str = 'RoPEViT vs timm') -> None:
+    """RoPEViT vs timm for every arch x rope, all interleaved per size; ratios and RoPE overhead.
+
+    ``proposed``: also time each RoPE model with :func:`~ropevit.benchmark.proposals.apply_rope_complex`
+    swapped in (label suffix ``[complex rope]``), parity-checked against the shipped kernel.
+    """
     for arch in archs:
         name = _arch_name(arch)
-        short = name[4:]
+        short = _short(arch)
         timed, refs, parity, ours_by_rope = [], [], [], {}
         for rope in ropes:
             torch.manual_seed(cfg.seed)
-            ref = build_timm_rope_vit(arch, rope).to(cfg.device)
+            ref = _blocks_count(build_timm_rope_vit(arch, rope)).to(cfg.device)
             ours = build_ropevit(arch, rope).to(cfg.device)
             load_timm_weights(ours, ref)
             ours_by_rope[rope] = ours
@@ -130,6 +155,9 @@ def vit_vs_timm(results: Results, cfg: BenchConfig, *, archs: Sequence[ArchSpec]
                       Contender(f'timm {name} {rope}', 'timm', ref, timm_features)]
             refs.append(Contender(f'timm {name} {rope} (NCHW patch tokens)', 'timm', ref, timm_patch_features))
             parity.append(Parity(f'RoPEViT-{short} {rope}', refs[-1].label, atol))
+            if proposed and rope != 'none':
+                timed.append(_proposed(ours, f'RoPEViT-{short} {rope} {PROPOSED_TAG}'))
+                parity.append(Parity(timed[-1].label, f'RoPEViT-{short} {rope}', atol))
         for size in sizes:
             run_group(results, cfg, suite, timed, size, parity=parity, references=refs)
             x = torch.randn(cfg.batch, 3, *size, device=cfg.device)
@@ -137,26 +165,31 @@ def vit_vs_timm(results: Results, cfg: BenchConfig, *, archs: Sequence[ArchSpec]
                 if rope != 'none':
                     first, second = rope_table_calls(model, x)
                     results.notes.append(
-                        f'RoPEViT-{short} rope={rope} at {size_str(size)}: rope_cos_sin called {first}x in a first '
-                        f'forward, {second}x in a second one (0 = cached across forwards)')
+                        f'RoPEViT-{short} rope={rope} at {size_str(size)} (1 grid, {model.depth} blocks): '
+                        f'rope_cos_sin called {first}x in a first forward (empty cache), {second}x in a second '
+                        f'one (0 = cached across forwards)')
         for size in sizes:
             big = min(size) >= 512 or size[0] * size[1] >= 512 * 512
             for dtype in cfg.dtypes:
                 for mode in cfg.modes:
                     fwd = mode == 'fwd'
-                    for rope in ropes:
-                        results.ratio(f'RoPEViT-{short} {rope} / timm time',
-                                      results.get(suite, f'RoPEViT-{short} {rope}', size, mode, dtype),
-                                      results.get(suite, f'timm {name} {rope}', size, mode, dtype),
-                                      target='<= 1.0' if fwd else '', check=(lambda v: v <= 1.0) if fwd else None)
+                    variants = [''] + ([f' {PROPOSED_TAG}'] if proposed else [])
+                    for var in variants:
+                        for rope in ropes:
+                            results.ratio(f'RoPEViT-{short} {rope}{var} / timm time',
+                                          results.get(suite, f'RoPEViT-{short} {rope}{var}', size, mode, dtype),
+                                          results.get(suite, f'timm {name} {rope}', size, mode, dtype),
+                                          target='<= 1.0' if fwd else '',
+                                          check=(lambda v: v <= 1.0) if fwd else None)
                     none = results.get(suite, f'RoPEViT-{short} none', size, mode, dtype)
-                    for rope in ropes:
-                        if rope != 'none':
-                            results.ratio(f'RoPE overhead RoPEViT-{short} {rope} vs none (fraction)',
-                                          results.get(suite, f'RoPEViT-{short} {rope}', size, mode, dtype), none,
-                                          transform=lambda v: v - 1.0,
-                                          target='<= 0.05' if big and fwd else '',
-                                          check=(lambda v: v <= 0.05) if big and fwd else None)
+                    for var in variants:
+                        for rope in ropes:
+                            if rope != 'none':
+                                results.ratio(f'RoPE overhead RoPEViT-{short} {rope}{var} vs none (fraction)',
+                                              results.get(suite, f'RoPEViT-{short} {rope}{var}', size, mode, dtype),
+                                              none, transform=lambda v: v - 1.0,
+                                              target='<= 0.05' if big and fwd else '',
+                                              check=(lambda v: v <= 0.05) if big and fwd else None)
         del timed, refs, ours_by_rope
         _free(cfg)
 
@@ -186,7 +219,7 @@ def _windowed_family(cfg: BenchConfig, arch: ArchSpec, rope: str, window_size: i
     """Windowed, all-global (and window-only / rope=none) RoPEViTs sharing one set of weights."""
     torch.manual_seed(cfg.seed)
     kw = _vitdet_kwargs(arch, window_size, global_blocks)
-    windowed = build_ropevit(arch, rope, **kw).to(cfg.device)
+    windowed = _blocks_count(build_ropevit(arch, rope, **kw)).to(cfg.device)
     sd = windowed.state_dict()
     models = {'windowed': windowed}
     variants = {'all-global': dict(kw, window_size=0, global_attn_indexes=())}
@@ -204,6 +237,16 @@ def _windowed_family(cfg: BenchConfig, arch: ArchSpec, rope: str, window_size: i
     return models
 
 
+PROPOSED_TAG = '[complex rope]'
+
+
+def _proposed(model: nn.Module, label: str) -> Contender:
+    """The same model with the proposed ``apply_rope_complex`` kernel swapped in."""
+    from .proposals import apply_rope_complex, swap_function
+    return Contender(label, 'ropevit+proposed', model,
+                     context=lambda: swap_function('apply_rope', apply_rope_complex))
+
+
 def _manual(c_model: nn.Module, label: str) -> Contender:
     return Contender(label, 'manual-softmax', c_model, context=lambda: swap_attention(manual_softmax_attention))
 
@@ -211,30 +254,39 @@ def _manual(c_model: nn.Module, label: str) -> Contender:
 def windowed_vit(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'base', rope: str = 'mixed',
                  window_size: int = 14, global_blocks: Optional[Sequence[int]] = None,
                  sizes: Sequence[Size] = ((1024, 1024),), global_manual: bool = True, atol: float = 1e-4,
-                 suite: str = 'windowed ViT') -> None:
+                 proposed: bool = False, suite: str = 'windowed ViT') -> None:
     """Windowed RoPEViT vs all-global vs the manual-softmax baseline of the same weights."""
     name = _arch_name(arch)
     models = _windowed_family(cfg, arch, rope, window_size, global_blocks, with_none=rope != 'none')
     tag = _tag(arch, window_size, global_blocks)
-    win = f'RoPEViT-{name[4:]} {rope} {tag}'
-    glob = f'RoPEViT-{name[4:]} {rope} all-global'
+    win = f'RoPEViT-{_short(arch)} {rope} {tag}'
+    glob = f'RoPEViT-{_short(arch)} {rope} all-global'
     contenders = [Contender(win, 'ropevit', models['windowed']),
                   _manual(models['windowed'], f'manual-softmax {name} {rope} {tag}'),
                   Contender(glob, 'ropevit', models['all-global'])]
     if global_manual:
         contenders.append(_manual(models['all-global'], f'manual-softmax {name} {rope} all-global'))
     if 'windowed rope=none' in models:
-        contenders.append(Contender(f'RoPEViT-{name[4:]} none {tag}', 'ropevit',
+        contenders.append(Contender(f'RoPEViT-{_short(arch)} none {tag}', 'ropevit',
                                     models['windowed rope=none']))
+    if proposed and rope != 'none':
+        contenders.append(_proposed(models['windowed'], f'{win} {PROPOSED_TAG}'))
     for size in sizes:
         x = torch.randn(cfg.batch, 3, *size, device=cfg.device)
         with torch.no_grad(), swap_attention(manual_softmax_attention) as calls:
             models['windowed'](x)
         if calls[0] == 0:
             raise ParityError('manual-softmax swap did not reach RoPEViT attention')
+        if rope != 'none':
+            first, second = rope_table_calls(models['windowed'], x)
+            results.notes.append(
+                f'{win} at {size_str(size)} (2 grids: window and global, {models["windowed"].depth} blocks): '
+                f'rope_cos_sin called {first}x in a first forward (empty cache), {second}x in a second one')
         parity = [Parity(contenders[1].label, win, atol)]
         if global_manual:
             parity.append(Parity(contenders[3].label, glob, atol))
+        if proposed and rope != 'none':
+            parity.append(Parity(f'{win} {PROPOSED_TAG}', win, atol))
         rows = run_group(results, cfg, suite, contenders, size, parity=parity)
         for dtype in cfg.dtypes:
             for mode in cfg.modes:
@@ -252,12 +304,14 @@ def windowed_vit(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'base',
                               quantity=lambda r: r.peak_mib, target='<= 0.5', check=lambda v: v <= 0.5)
                 results.ratio('manual-softmax windowed / RoPEViT windowed peak memory', m, w,
                               quantity=lambda r: r.peak_mib)
-                none_row = rows.get((f'RoPEViT-{name[4:]} none {tag}', mode, dtype))
-                if none_row is not None:
-                    results.ratio(f'RoPE overhead RoPEViT-{name[4:]} windowed {rope} vs none (fraction)', w,
-                                  none_row, transform=lambda v: v - 1.0,
-                                  target='<= 0.05' if mode == 'fwd' else '',
-                                  check=(lambda v: v <= 0.05) if mode == 'fwd' else None)
+                none_row = rows.get((f'RoPEViT-{_short(arch)} none {tag}', mode, dtype))
+                for var in [''] + ([f' {PROPOSED_TAG}'] if proposed else []):
+                    row = rows.get((f'{win}{var}', mode, dtype))
+                    if none_row is not None and row is not None:
+                        results.ratio(f'RoPE overhead RoPEViT-{_short(arch)} windowed {rope}{var} vs none (fraction)',
+                                      row, none_row, transform=lambda v: v - 1.0,
+                                      target='<= 0.05' if mode == 'fwd' else '',
+                                      check=(lambda v: v <= 0.05) if mode == 'fwd' else None)
     del models, contenders
     _free(cfg)
 
@@ -269,12 +323,12 @@ def window_scaling(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'base
     """Forward cost against pixels: window-only, windowed (+global blocks), all-global."""
     name = _arch_name(arch)
     models = _windowed_family(cfg, arch, rope, window_size, global_blocks, window_only=True)
-    contenders = [Contender(f'RoPEViT-{name[4:]} {rope} ws{window_size} window-only', 'ropevit',
+    contenders = [Contender(f'RoPEViT-{_short(arch)} {rope} ws{window_size} window-only', 'ropevit',
                             models['window-only']),
-                  Contender(f'RoPEViT-{name[4:]} {rope} {_tag(arch, window_size, global_blocks)}', 'ropevit',
+                  Contender(f'RoPEViT-{_short(arch)} {rope} {_tag(arch, window_size, global_blocks)}', 'ropevit',
                             models['windowed'])]
     if all_global:
-        contenders.append(Contender(f'RoPEViT-{name[4:]} {rope} all-global', 'ropevit', models['all-global']))
+        contenders.append(Contender(f'RoPEViT-{_short(arch)} {rope} all-global', 'ropevit', models['all-global']))
     rows: dict[int, dict] = {}
     for s in sizes:
         rows[s] = run_group(results, cfg, suite, contenders, (s, s), modes=('fwd',))
@@ -285,16 +339,17 @@ def window_scaling(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'base
                 a, b = rows[lo][(c.label, 'fwd', dtype)], rows[hi][(c.label, 'fwd', dtype)]
                 exp = growth_exponent(a, b)
                 window_only = 'window-only' in c.label
+                exp_min = math.log(b.time.min / a.time.min) / math.log(b.pixels / a.pixels)
                 results.ratios.append(_exp_ratio(f'time growth exponent {lo}->{hi} (1 = linear in pixels): '
-                                                 f'{c.label}', b, exp, window_only))
+                                                 f'{c.label}', b, exp, window_only, exp_min))
     del models, contenders
     _free(cfg)
 
 
-def _exp_ratio(name: str, row: Row, exp: float, checked: bool):
+def _exp_ratio(name: str, row: Row, exp: float, checked: bool, exp_min: Optional[float] = None):
     from .report import Ratio
     return Ratio(name, row.size, row.mode, row.dtype, exp, '<= 1.15 (about linear)' if checked else '',
-                 (exp <= 1.15) if checked else None)
+                 (exp <= 1.15) if checked else None, exp_min)
 
 
 SWIN_T = dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
@@ -311,22 +366,47 @@ def build_mmdet_swin(arch: dict) -> nn.Module:
 
 def swin_vs_mmdet(results: Results, cfg: BenchConfig, *, arch: Optional[dict] = None,
                   sizes: Sequence[Size] = ((224, 224), (800, 1333)), ropes: Sequence[str] = ('mixed', 'axial'),
-                  atol: float = 1e-4, suite: str = 'RoPESwin vs mmdet Swin') -> None:
-    """mmdet Swin-T vs ropevit's plain Swin (same weights, parity) and RoPESwin (RoPE, no table)."""
+                  use_mmdet: bool = True, proposed: bool = False, atol: float = 1e-4,
+                  suite: str = 'RoPESwin vs mmdet Swin') -> None:
+    """mmdet Swin-T vs ropevit's plain Swin (same weights, parity) and RoPESwin (RoPE, no table).
+
+    Also times the plain Swin with the manual-softmax swap ("mmdet's math": the same
+    ``q @ k^T * scale + bias + mask``, softmax, ``@ v`` that mmdet's ``WindowMSA``
+    computes). Without mmdet (``use_mmdet=False``) that contender is the reference.
+    """
     from ropevit.checkpoint.swin import convert_swin_state_dict
     from ropevit.models.swin import RoPESwin
     arch = dict(SWIN_T if arch is None else arch)
     tag = 'Swin-T' if arch == SWIN_T else f'Swin(d{arch["embed_dims"]})'
     torch.manual_seed(cfg.seed)
-    ref = build_mmdet_swin(arch)
-    with torch.no_grad():     # non-trivial bias tables
-        for n, p in ref.named_parameters():
-            if 'relative_position_bias_table' in n:
-                p.normal_(0, 0.5)
     plain = RoPESwin(arch=arch, rope='none', use_rpb=True, mask_padding=False, drop_path_rate=0.0)
-    plain.load_state_dict(convert_swin_state_dict(ref.state_dict(), plain))
-    contenders = [Contender(f'mmdet {tag} (bias table)', 'mmdet', ref.to(cfg.device)),
-                  Contender(f'RoPESwin {tag} none + bias table', 'ropevit', plain.eval().to(cfg.device))]
+    contenders, parity = [], []
+    if use_mmdet:
+        ref = build_mmdet_swin(arch)
+        with torch.no_grad():     # non-trivial bias tables
+            for n, p in ref.named_parameters():
+                if 'relative_position_bias_table' in n:
+                    p.normal_(0, 0.5)
+        plain.load_state_dict(convert_swin_state_dict(ref.state_dict(), plain))
+        contenders.append(Contender(f'mmdet {tag} (bias table)', 'mmdet', ref.to(cfg.device)))
+    else:
+        with torch.no_grad():
+            for n, p in plain.named_parameters():
+                if 'relative_position_bias_table' in n:
+                    p.normal_(0, 0.5)
+    plain = plain.eval().to(cfg.device)
+    plain_label = f'RoPESwin {tag} none + bias table'
+    manual_label = f'{tag} none + bias table, manual softmax (mmdet math)'
+    contenders += [Contender(plain_label, 'ropevit', plain), _manual(plain, manual_label)]
+    reference = contenders[0].label
+    if use_mmdet:
+        parity += [Parity(plain_label, reference, atol), Parity(manual_label, reference, atol)]
+    else:
+        parity.append(Parity(plain_label, manual_label, atol))
+        contenders = [contenders[1], contenders[0]]
+        reference = manual_label
+        results.notes.append(f'no mmdet here: the reference is ropevit\'s plain Swin with the manual-softmax '
+                             f'attention ("{manual_label}"), the computation of mmdet\'s WindowMSA')
     sd = {k: v for k, v in plain.state_dict().items() if 'relative_position' not in k}
     for rope in ropes:
         m = RoPESwin(arch=arch, rope=rope, drop_path_rate=0.0)
@@ -334,21 +414,27 @@ def swin_vs_mmdet(results: Results, cfg: BenchConfig, *, arch: Optional[dict] = 
         if unexpected or any('rope' not in k for k in missing):
             raise ParityError(f'Swin weights do not fit RoPESwin rope={rope}: {missing} {unexpected}')
         contenders.append(Contender(f'RoPESwin {tag} {rope} (no table)', 'ropevit', m.eval().to(cfg.device)))
+        if proposed:
+            contenders.append(_proposed(contenders[-1].model, f'RoPESwin {tag} {rope} (no table) {PROPOSED_TAG}'))
+            parity.append(Parity(contenders[-1].label, contenders[-2].label, atol))
+    ref_name = 'mmdet' if use_mmdet else 'mmdet-math'
     for size in sizes:
-        rows = run_group(results, cfg, suite, contenders, size,
-                         parity=[Parity(contenders[1].label, contenders[0].label, atol)])
+        rows = run_group(results, cfg, suite, contenders, size, parity=parity)
+        big = size[0] * size[1] >= 800 * 1333
         for dtype in cfg.dtypes:
             for mode in cfg.modes:
-                big = size[0] * size[1] >= 800 * 1333
-                for c in contenders[1:]:
-                    check = big and mode == 'fwd' and c.label.endswith('(no table)')
-                    results.ratio(f'{c.label} / mmdet time', rows[(c.label, mode, dtype)],
-                                  rows[(contenders[0].label, mode, dtype)],
+                for c in contenders:
+                    if c.label == reference:
+                        continue
+                    check = big and mode == 'fwd' and '(no table)' in c.label
+                    results.ratio(f'{c.label} / {ref_name} time', rows[(c.label, mode, dtype)],
+                                  rows[(reference, mode, dtype)],
                                   target='<= 1.0' if check else '', check=(lambda v: v <= 1.0) if check else None)
-                for c in contenders[2:]:
-                    results.ratio(f'{c.label} / mmdet peak memory', rows[(c.label, mode, dtype)],
-                                  rows[(contenders[0].label, mode, dtype)], quantity=lambda r: r.peak_mib)
-    del contenders, ref
+                for c in contenders:
+                    if '(no table)' in c.label and PROPOSED_TAG not in c.label:
+                        results.ratio(f'{c.label} / {ref_name} peak memory', rows[(c.label, mode, dtype)],
+                                      rows[(reference, mode, dtype)], quantity=lambda r: r.peak_mib)
+    del contenders
     _free(cfg)
 
 
@@ -359,7 +445,7 @@ def compile_check(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'small
     name = _arch_name(arch)
     torch.manual_seed(cfg.seed)
     kw = _vitdet_kwargs(arch, 14, None) if vitdet else {}
-    eager = build_ropevit(arch, rope, **kw).to(cfg.device)
+    eager = _blocks_count(build_ropevit(arch, rope, **kw)).to(cfg.device)
     compiled = torch.compile(eager)
     x = torch.randn(cfg.batch, 3, *size, generator=torch.Generator().manual_seed(cfg.seed)).to(cfg.device)
     t0 = time.perf_counter()
@@ -369,9 +455,10 @@ def compile_check(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'small
     with torch.no_grad():
         ref = eager(x)
     diff = check_parity(ref, got, atol=atol, what=f'[{suite}] compiled vs eager {name} {rope}')
-    label = f'RoPEViT-{name[4:]} {rope}' + (f' {_tag(arch, 14, None)}' if vitdet else '')
+    label = f'RoPEViT-{_short(arch)} {rope}' + (f' {_tag(arch, 14, None)}' if vitdet else '')
+    # at least 2 warm-up calls: a guard may still trigger one recompile after the first call
     stats = time_group({'eager': lambda: _fwd(eager, x), 'compiled': lambda: _fwd(compiled, x)},
-                       device=cfg.device, warmup=cfg.warmup, reps=cfg.reps)
+                       device=cfg.device, warmup=max(cfg.warmup, 2), reps=cfg.reps)
     e = results.add(Row(suite, f'{label} eager', 'ropevit', size, 'fwd', 'fp32', stats['eager']))
     c = results.add(Row(suite, f'{label} torch.compile', 'compiled', size, 'fwd', 'fp32', stats['compiled'],
                         parity=f'max abs diff {diff:.1e} vs eager', extra={'compile_s': compile_s}))
