@@ -127,6 +127,21 @@ def apply_smoke(args: argparse.Namespace, given: set[str]) -> None:
             setattr(args, k, v)
 
 
+def write_outputs(results, header: dict, out: str) -> str:
+    """Write ``benchmark.md``, ``benchmark.json`` and ``benchmark.png`` into ``out``; return the markdown."""
+    from ropevit.benchmark import report
+    os.makedirs(out, exist_ok=True)
+    report.plot(results, os.path.join(out, 'benchmark.png'),
+                title=f'ropevit benchmark on {header.get("gpu", header["cpu"])} ({header["device"]}, '
+                      f'{header["threads"]})')
+    md = results.markdown(header)
+    with open(os.path.join(out, 'benchmark.md'), 'w') as f:
+        f.write(md + '\n')
+    with open(os.path.join(out, 'benchmark.json'), 'w') as f:
+        f.write(results.to_json(header))
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -185,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         'swin': lambda: suites.swin_vs_mmdet(results, cfg, arch=args.swin_arch, sizes=args.swin_sizes,
                                              use_mmdet=use_mmdet, proposed=args.proposed),
         'compile': lambda: suites.compile_check(results, cfg, arch=args.compile_arch, size=args.compile_size,
-                                                vitdet=args.compile_vitdet),
+                                                vitdet=args.compile_vitdet, window_size=args.window_size,
+                                                global_blocks=args.global_blocks),
     }
     failed = []
+    md = ''
     for name in SUITES:
         if name not in args.suites:
             continue
@@ -202,18 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             results.notes.append(f'suite {name} failed: {type(e).__name__}: {e}')
             traceback.print_exc()
-    header['wall time'] = f'{time.perf_counter() - t_start:.0f} s'
-    os.makedirs(args.out, exist_ok=True)
-    md = results.markdown(header)
+        header['wall time'] = f'{time.perf_counter() - t_start:.0f} s'
+        md = write_outputs(results, header, args.out)     # after every suite: a killed run keeps what it measured
     print(md)
-    with open(os.path.join(args.out, 'benchmark.md'), 'w') as f:
-        f.write(md + '\n')
-    with open(os.path.join(args.out, 'benchmark.json'), 'w') as f:
-        f.write(results.to_json(header))
-    png = report.plot(results, os.path.join(args.out, 'benchmark.png'),
-                      title=f'ropevit benchmark on {header.get("gpu", header["cpu"])} ({device.type}, '
-                            f'{header["threads"]})')
-    print(f'\nwrote {args.out}/benchmark.md, benchmark.json' + (', benchmark.png' if png else ''),
+    print(f'\nwrote {args.out}/benchmark.md, benchmark.json, benchmark.png (if anything has two sizes)',
           file=sys.stderr)
     return 1 if failed else 0
 

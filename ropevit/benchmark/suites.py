@@ -439,12 +439,13 @@ def swin_vs_mmdet(results: Results, cfg: BenchConfig, *, arch: Optional[dict] = 
 
 
 def compile_check(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'small', rope: str = 'mixed',
-                  size: Size = (224, 224), vitdet: bool = False, atol: float = 1e-4,
+                  size: Size = (224, 224), vitdet: bool = False, window_size: int = 14,
+                  global_blocks: Optional[Sequence[int]] = None, atol: float = 1e-4,
                   suite: str = 'torch.compile') -> None:
     """``torch.compile`` of RoPEViT: outputs equal eager's (fwd), compile time, speed-up."""
     name = _arch_name(arch)
     torch.manual_seed(cfg.seed)
-    kw = _vitdet_kwargs(arch, 14, None) if vitdet else {}
+    kw = _vitdet_kwargs(arch, window_size, global_blocks) if vitdet else {}
     eager = _blocks_count(build_ropevit(arch, rope, **kw)).to(cfg.device)
     compiled = torch.compile(eager)
     x = torch.randn(cfg.batch, 3, *size, generator=torch.Generator().manual_seed(cfg.seed)).to(cfg.device)
@@ -455,7 +456,7 @@ def compile_check(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'small
     with torch.no_grad():
         ref = eager(x)
     diff = check_parity(ref, got, atol=atol, what=f'[{suite}] compiled vs eager {name} {rope}')
-    label = f'RoPEViT-{_short(arch)} {rope}' + (f' {_tag(arch, 14, None)}' if vitdet else '')
+    label = f'RoPEViT-{_short(arch)} {rope}' + (f' {_tag(arch, window_size, global_blocks)}' if vitdet else '')
     # at least 2 warm-up calls: a guard may still trigger one recompile after the first call
     stats = time_group({'eager': lambda: _fwd(eager, x), 'compiled': lambda: _fwd(compiled, x)},
                        device=cfg.device, warmup=max(cfg.warmup, 2), reps=cfg.reps)
