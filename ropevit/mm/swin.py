@@ -62,6 +62,13 @@ class RoPESwin(core.RoPESwin, BaseModule):
         through :func:`convert_swin_state_dict` (Microsoft / original RoPE-Swin, mmdet / mmseg
         and ropevit layouts), reporting every key that did not fit."""
         cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained' and not cfg.get('checkpoint'):
+            # Configs leave the path empty for the user to set; say loudly that nothing was loaded.
+            MMLogger.get_current_instance().warning(
+                'RoPESwin: init_cfg Pretrained has no checkpoint set, so the backbone is trained FROM SCRATCH. '
+                'Set model.backbone.init_cfg.checkpoint=PATH (see README, "Weights") to start from '
+                'ImageNet weights.')
+            cfg = None
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             self.init_scratch_weights()   # whatever the checkpoint lacks (e.g. norm<i>) starts as from scratch
             logger = MMLogger.get_current_instance()

@@ -29,6 +29,12 @@ def _act_factory(act_cfg: Optional[dict]):
     return lambda cfg=dict(act_cfg): build_activation_layer(cfg)
 
 
+# ViTDet's heads use a channels-first LayerNorm ('LN2d') that neither mmcv nor mmdet registers
+# (mmdet registers it only in its ViTDet project); configs name it in head norm_cfg's.
+if MODELS.get('LN2d') is None:
+    MODELS.register_module(name='LN2d', module=LayerNorm2d)
+
+
 @MODELS.register_module()
 class RoPEViT(core.RoPEViT, BaseModule):
     """:class:`ropevit.models.vit.RoPEViT` with the mm config interface.
@@ -58,6 +64,13 @@ class RoPEViT(core.RoPEViT, BaseModule):
         """From scratch, or from ``init_cfg=dict(type='Pretrained', checkpoint=PATH[, prefix])``,
         reporting every key that was dropped, missing or unexpected."""
         cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained' and not cfg.get('checkpoint'):
+            # Configs leave the path empty for the user to set; say loudly that nothing was loaded.
+            MMLogger.get_current_instance().warning(
+                'RoPEViT: init_cfg Pretrained has no checkpoint set, so the backbone is trained FROM SCRATCH. '
+                'Set model.backbone.init_cfg.checkpoint=PATH (see README, "Weights") to start from '
+                'ImageNet weights.')
+            cfg = None
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             self.init_scratch_weights()   # whatever the checkpoint lacks starts as from scratch
             logger = MMLogger.get_current_instance()

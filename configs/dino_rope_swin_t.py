@@ -1,0 +1,12 @@
+# DINO (4 scales, 12 epochs) with a RoPE-Mixed Swin-T backbone: the paper's Swin detection setting.
+_base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
+custom_imports = dict(imports=['ropevit.mm'], allow_failed_imports=False)
+
+pretrained = ''
+model = dict(
+    backbone=dict(
+        _delete_=True, type='RoPESwin', arch='tiny', rope='mixed', window_size=7, drop_path_rate=0.2,
+        out_indices=(1, 2, 3), with_cp=False, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[192, 384, 768]))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
+    'backbone': dict(lr_mult=0.1), 'rope_freqs': dict(decay_mult=0.), 'norm': dict(decay_mult=0.)}))
