@@ -93,7 +93,8 @@ randomness = dict(seed=0)
 def env() -> dict[str, str]:
     # The shell launchers call `python`: make it this interpreter (the project's venv).
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get('PATH', '')])
-    return dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT), PATH=path)
+    return dict(os.environ, OMP_NUM_THREADS='1', PATH=path,
+                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
 
 
 def free_port() -> int:

@@ -128,6 +128,7 @@ def test_axial_table_cache_is_float32_after_autocast_forward():
     assert axial_frequencies(16).dtype == torch.float32
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='with a GPU, AmpOptimWrapper autocasts CUDA (tested below)')
 def test_amp_optim_wrapper_trains_on_cpu_with_finite_losses():
     """MMEngine's AmpOptimWrapper (what ``--amp`` selects) on the CPU: bf16 autocast, no CUDA GradScaler
     needed, finite losses that go down on a fixed batch."""
@@ -215,3 +216,46 @@ def test_demo_detector_trains_with_amp_on_cpu(tmp_path):
     losses = [json.loads(line)['loss'] for line in scalars.read_text().splitlines() if '"loss"' in line]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses), losses
     assert (tmp_path / 'work' / 'epoch_1.pth').exists()
+
+
+# ------------------------------------------------------------------------------ on a GPU, when there is one
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (CI has none)')
+
+
+@cuda
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_cuda_autocast_keeps_rope_tables_float32(recorded_tables, dtype):
+    torch.manual_seed(0)
+    models = [RoPESwin(**TINY_SWIN, rope='mixed'), RoPESwin(**TINY_SWIN, rope='axial'),
+              RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=2), patch_size=4, rope='mixed',
+                      with_cls_token=False, window_size=4, global_attn_indexes=(1,), out_indices=(1,))]
+    x = torch.randn(2, 3, 64, 48, device='cuda')
+    for model in models:
+        model.cuda()
+        recorded_tables.clear()
+        with torch.autocast('cuda', dtype=dtype):
+            outs = model(x)
+            loss = sum(o.float().pow(2).mean() for o in outs)
+        loss.backward()
+        assert recorded_tables and all(c == s == torch.float32 for c, s, _ in recorded_tables), recorded_tables
+        assert math.isfinite(loss.item())
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@cuda
+def test_amp_optim_wrapper_on_cuda_is_mmengines_fp16_with_loss_scaling():
+    """On a GPU ropevit.mm.cpu_amp steps aside: float16 autocast and a working GradScaler."""
+    from mmengine.optim import AmpOptimWrapper
+    torch.manual_seed(0)
+    model, head = RoPESwin(**TINY_SWIN).cuda(), torch.nn.Linear(64, 1).cuda()
+    wrapper = AmpOptimWrapper(optimizer=torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=1e-3))
+    assert wrapper.loss_scaler.is_enabled() and wrapper.loss_scaler.get_scale() == 65536.0
+    x, y = torch.randn(2, 3, 32, 32, device='cuda'), torch.tensor([1.0, -1.0], device='cuda')
+    losses = []
+    for _ in range(6):
+        with wrapper.optim_context(model):
+            assert torch.get_autocast_dtype('cuda') == torch.float16
+            loss = (head(model(x)[1].mean((2, 3))).squeeze(-1).float() - y).pow(2).mean()
+        wrapper.update_params(loss)
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], losses

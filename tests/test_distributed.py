@@ -26,7 +26,7 @@ from ropevit.checkpoint.io import load_checkpoint_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(ROOT, 'tests', 'resume_driver.py')
-ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
+ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([ROOT, os.environ.get('PYTHONPATH', '')]))
 
 
 def free_port() -> int:

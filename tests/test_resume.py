@@ -33,7 +33,8 @@ def run_toy(work_dir, *, kill: str | None = None, resume: bool = False, no_fix: 
     cmd += ['--record', str(record)] if record else []
     cmd += ['toy', str(work_dir), '--max-keep', str(max_keep)] + (['--resume'] if resume else [])
     cmd += ['--by-epoch'] if by_epoch else []
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get('PYTHONPATH', '')]))
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
 
 

@@ -240,7 +240,9 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state['torch'])
+    # MMEngine's resume loads checkpoints with map_location=<device>: generator states must be CPU
+    # ByteTensors again (a 'cuda' one fails with "RNG state must be a torch.ByteTensor").
+    torch.set_rng_state(state['torch'].cpu())
     if 'numpy' in state:
         np.random.set_state(tuple(state['numpy']))
     if 'python' in state:
@@ -248,7 +250,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         random.setstate((version, tuple(internal), gauss))
     cuda = state.get('cuda')
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+        torch.cuda.set_rng_state_all([t.cpu() for t in cuda])
 
 
 class _RestoreBeforeFetch:
