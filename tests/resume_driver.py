@@ -221,4 +221,5 @@ if __name__ == '__main__':
 
         Runner.register_hooks = register_hooks
         sys.argv = [a.script] + a.rest
+        sys.path.insert(0, os.path.dirname(os.path.abspath(a.script)))  # as `python SCRIPT` would
         runpy.run_path(a.script, run_name='__main__')
