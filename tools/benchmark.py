@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-memory', action='store_true', help='skip peak-memory measurements')
     p.add_argument('--tf32', action='store_true', help='allow TF32 matmuls on CUDA (off by default: true fp32)')
     p.add_argument('--out', default='benchmarks/results', help='folder for benchmark.{md,json,png}')
+    p.add_argument('--replot', metavar='JSON', default=None,
+                   help='only redraw benchmark.png (and benchmark.md) next to an existing benchmark.json')
     p.add_argument('--keep-going', action='store_true',
                    help='report a suite that fails (other than a parity failure) and go on')
     return p
@@ -147,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     argv_list = sys.argv[1:] if argv is None else argv
     given = {a.lstrip('-').split('=')[0].replace('-', '_') for a in argv_list if a.startswith('--')}
+    if args.replot:
+        from ropevit.benchmark import report
+        results, header = report.load_json(args.replot)
+        write_outputs(results, header, os.path.dirname(os.path.abspath(args.replot)))
+        return 0
     args.swin_arch = None
     if args.smoke:
         apply_smoke(args, given)

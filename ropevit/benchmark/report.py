@@ -143,8 +143,9 @@ def growth_exponent(small: Row, large: Row) -> float:
     return math.log(large.time.median / small.time.median) / math.log(large.pixels / small.pixels)
 
 
-def plot(results: Results, path: str, *, title: str) -> Optional[str]:
-    """Time and peak memory against megapixels, one line per (suite, model, mode, dtype).
+def plot(results: Results, path: str, *, title: str, mode: str = 'fwd', dtype: Optional[str] = None) -> Optional[str]:
+    """Time and peak memory against megapixels for one mode and dtype (default: fwd, the
+    first dtype measured), one line per model, one row of two panels per suite.
 
     Returns the path written, or None when matplotlib is missing or nothing has two sizes.
     """
@@ -154,38 +155,59 @@ def plot(results: Results, path: str, *, title: str) -> Optional[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    rows = [r for r in results.rows if r.mode == mode]
+    if dtype is None and rows:
+        dtype = rows[0].dtype
     series: dict[tuple, list[Row]] = {}
-    for r in results.rows:
-        series.setdefault((r.suite, r.model, r.mode, r.dtype), []).append(r)
+    for r in rows:
+        if r.dtype == dtype:
+            series.setdefault((r.suite, r.model), []).append(r)
     series = {k: sorted(v, key=lambda r: r.pixels) for k, v in series.items()
               if len({r.pixels for r in v}) >= 2}
     if not series:
         return None
     suites = list(dict.fromkeys(k[0] for k in series))
-    fig, axes = plt.subplots(len(suites), 2, figsize=(13, 4.2 * len(suites)), squeeze=False)
+    fig, axes = plt.subplots(len(suites), 2, figsize=(15, 4.6 * len(suites)), squeeze=False)
     for i, suite in enumerate(suites):
         ax_t, ax_m = axes[i]
-        for (s, model, mode, dtype), rows in series.items():
+        for (s, model), rs in series.items():
             if s != suite:
                 continue
-            mpx = [r.pixels / 1e6 for r in rows]
-            label = f'{model} {mode} {dtype}'
-            style = '--' if rows[0].impl in ('timm', 'mmdet', 'manual-softmax') else '-'
-            ax_t.plot(mpx, [r.time.median for r in rows], style, marker='o', label=label)
-            if all(r.peak_mib is not None for r in rows):
-                ax_m.plot(mpx, [r.peak_mib for r in rows], style, marker='o', label=label)
-        ax_t.set_title(f'{suite}: time (median)')
-        ax_t.set_xlabel('input megapixels')
+            mpx = [r.pixels / 1e6 for r in rs]
+            style = '--' if rs[0].impl in ('timm', 'mmdet', 'manual-softmax') else '-'
+            ax_t.plot(mpx, [r.time.median for r in rs], style, marker='o', label=model)
+            if all(r.peak_mib is not None for r in rs):
+                ax_m.plot(mpx, [r.peak_mib for r in rs], style, marker='o', label=model)
+        ax_t.set_title(f'{suite}: time, median ({mode}, {dtype})', fontsize=9)
         ax_t.set_ylabel('ms')
-        ax_m.set_title(f'{suite}: peak extra memory')
-        ax_m.set_xlabel('input megapixels')
+        ax_m.set_title(f'{suite}: peak extra memory ({mode}, {dtype})', fontsize=9)
         ax_m.set_ylabel('MiB')
         for ax in (ax_t, ax_m):
+            ax.set_xlabel('input megapixels')
             ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+        if ax_t.lines:
+            ax_m.legend(*ax_t.get_legend_handles_labels(), fontsize=7, loc='upper left',
+                        bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.suptitle(title + '  (dashed: timm / mmdet / manual-softmax references)', fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100, bbox_inches='tight')
     plt.close(fig)
     return path
+
+
+def load_json(path: str) -> tuple[Results, dict]:
+    """Rebuild :class:`Results` (and the environment header) from a ``benchmark.json``."""
+    with open(path) as f:
+        data = json.load(f)
+    res = Results()
+    for r in data['rows']:
+        r = dict(r)
+        r['time'] = TimeStats(**r['time'])
+        r['size'] = tuple(r['size'])
+        res.rows.append(Row(**r))
+    for q in data['ratios']:
+        q = dict(q)
+        q['size'] = tuple(q['size'])
+        res.ratios.append(Ratio(**q))
+    res.notes = list(data.get('notes', []))
+    return res, data.get('environment', {})
