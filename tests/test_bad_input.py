@@ -3,8 +3,6 @@ leaves no partial output behind. The data-set and command-line cases are at the 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
