@@ -323,3 +323,29 @@ def test_study_configs_differ_only_in_position_encoding_and_build():
                 logits = model.encode_decode(torch.randn(1, 3, size, size), [dict(img_shape=(size, size))])
                 assert logits.shape == (1, 150, size, size)
     assert pos_embeds == {v: ape for v, (_, ape) in VARIANTS.items()}
+
+
+def test_aggregate_averages_seeds_and_refuses_mismatched_sweeps(tmp_path):
+    import json
+    spec = importlib.util.spec_from_file_location(
+        'extrapolation_aggregate', osp.join(ROOT, 'projects', 'resolution_extrapolation', 'aggregate.py'))
+    aggregate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(aggregate)
+    runs = [dict(metric='mIoU', scales=[0.5, 1.0, 2.0], columns=['A', 'B'],
+                 values=dict(A=[10.0, 20.0, 30.0], B=[1.0, 2.0, 3.0])),
+            dict(metric='mIoU', scales=[0.5, 1.0, 2.0], columns=['A', 'B'],
+                 values=dict(A=[12.0, 22.0, 26.0], B=[1.0, 2.0, 3.0]))]
+    paths = []
+    for i, r in enumerate(runs):
+        paths.append(str(tmp_path / f'{i}.json'))
+        with open(paths[-1], 'w') as f:
+            json.dump(r, f)
+    metric, scales, columns, values = aggregate.load(paths)
+    table = aggregate.to_markdown(metric, scales, columns, values)
+    assert '| 2x | 28.0 ± 2.8 | 3.0 ± 0.0 |' in table                  # mean, sample std (ddof=1)
+    assert '| 2x | +7.0 | +1.0 |' in table                              # (30-20 + 26-22) / 2
+    runs[1]['scales'] = [0.5, 1.0, 1.5]
+    with open(paths[1], 'w') as f:
+        json.dump(runs[1], f)
+    with pytest.raises(ValueError, match='differ from'):
+        aggregate.load(paths)
