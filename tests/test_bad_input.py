@@ -61,6 +61,13 @@ def test_vit_bad_options_name_value_and_allowed(kwargs, names):
             assert n in str(e.value), (n, str(e.value))
 
 
+def test_vit_arch_dict_with_mlp_ratio_is_accepted():
+    """The arch error message offers `embed_dims, num_heads, depth[, mlp_ratio]`: a dict that gives
+    mlp_ratio must build (not fail with dict()'s "got multiple values for keyword argument")."""
+    model = RoPEViT(**dict(TINY_VIT, arch=dict(embed_dims=32, num_heads=2, depth=2, mlp_ratio=2.0)))
+    assert tuple(model.blocks[0].mlp.fc1.weight.shape) == (64, 32)  # hidden = 2.0 x 32
+
+
 @pytest.mark.parametrize('rope', ['mixed', 'axial'])
 def test_vit_window_larger_than_grid_equals_global_attention(rope):
     """RoPE-ViT pads the token grid to a window multiple and masks padded keys, so a window larger
