@@ -35,6 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--num-train', type=int, default=240)
     p.add_argument('--num-val', type=int, default=48)
     p.add_argument('--num-draw', type=int, default=8, help='validation images drawn into predictions.png')
+    p.add_argument('--checkpoint', help='skip training: evaluate and draw this trained demo checkpoint')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
     return p.parse_args(argv)
 
@@ -57,7 +58,8 @@ def draw_predictions(runner, cfg, data_root: str, out_png: str, num: int) -> Non
     from PIL import Image
 
     model = runner.model
-    model.cfg = cfg  # inference_detector builds its test pipeline from model.cfg
+    model.cfg = cfg
+    model.dataset_meta = runner.test_dataloader.dataset.metainfo  # inference_detector builds its test pipeline from model.cfg
     model.eval()
     img_dir = osp.join(data_root, 'val2017')
     files = sorted(os.listdir(img_dir))[:num]
@@ -90,21 +92,26 @@ def main(argv=None) -> dict:
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     redirect_data(cfg, args.data_root)
     cfg.randomness = dict(seed=args.seed)
+    cfg.train_cfg.val_interval = cfg.train_cfg.max_epochs + 1  # evaluated once below, not twice
+    if args.checkpoint:
+        cfg.load_from = args.checkpoint
     runner = build_runner(cfg)
     t0 = time.time()
-    runner.train()  # validates once at the end (val_interval = max_epochs)
+    if not args.checkpoint:
+        runner.train()
     train_s = time.time() - t0
-    metrics = runner.test()
+    metrics = runner.test()  # CocoMetric (pycocotools) on the validation split: bbox and segm
     total_s = time.time() - start
 
-    out_png = osp.join(args.work_dir, 'predictions.png')
-    draw_predictions(runner, cfg, args.data_root, out_png, args.num_draw)
     print('[demo] ---------------------------------------------')
     print(f"[demo] bbox AP {metrics['coco/bbox_mAP']:.3f}  AP50 {metrics['coco/bbox_mAP_50']:.3f}  "
           f"AP75 {metrics['coco/bbox_mAP_75']:.3f}")
     print(f"[demo] mask AP {metrics['coco/segm_mAP']:.3f}  AP50 {metrics['coco/segm_mAP_50']:.3f}  "
           f"AP75 {metrics['coco/segm_mAP_75']:.3f}")
-    print(f'[demo] training {train_s / 60:.1f} min, total {total_s / 60:.1f} min; predictions: {out_png}')
+    print(f'[demo] training {train_s / 60:.1f} min, total {total_s / 60:.1f} min', flush=True)
+    out_png = osp.join(args.work_dir, 'predictions.png')
+    draw_predictions(runner, cfg, args.data_root, out_png, args.num_draw)
+    print(f'[demo] predictions on {args.num_draw} validation images: {out_png}')
     return metrics
 
 
