@@ -132,3 +132,18 @@ def test_axial_rope_reports_fixed_frequencies():
     result = analyze_model.analyze(cfg, shape=(64, 64), backbone_only=True)
     assert result['rope']['type'] == 'axial' and result['rope']['frequencies'] == 'fixed'
     assert result['rope']['theta'] == 50.0 and result['rope']['learnable_frequency_params'] == 0
+
+
+@pytest.mark.timeout(120)
+def test_cli_prints_finite_numbers_for_a_vit_config(tmp_path):
+    out = tmp_path / 'vit.json'
+    done = _run_tool(os.path.join(ROOT, 'configs', 'upernet_rope_vit_s_ade20k.py'), '--shape', '64',
+                     '--backbone-only', '--json', str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 'RoPEViT' in done.stdout and 'type=mixed' in done.stdout
+    result = json.loads(out.read_text())
+    assert result['backbone'] == 'RoPEViT' and result['scope'] == 'mmseg'
+    assert math.isfinite(result['backbone_flops']) and result['backbone_flops'] > 0
+    # ViT-S/16 on 4x4 patches: 12 blocks of qkv/proj/mlp matmuls (384 wide) dominate: > 12*16*384*384*12
+    assert result['backbone_flops'] > 12 * 16 * 384 * 384 * 12
+    assert result['rope']['learnable_frequency_params'] > 0 and result['rope']['frequencies'] == 'learnable'
