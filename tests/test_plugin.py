@@ -194,9 +194,11 @@ def test_plugin_configs_build_in_fresh_venv_from_outside(installed_venv, tmp_pat
 
 
 @pytest.mark.timeout(120)
-def test_mmseg_tools_test_tta_runs_the_plugin_seg_config(tmp_path):
-    """An mmseg user's path: mmseg's own tools/test.py --tta on the plugin config (shrunk to a
-    tiny model) and a generated ADE20k-format set; mmseg's TTA recipe comes with the mmseg base."""
+@pytest.mark.parametrize('tool_name', ['mmseg', 'ropevit'])
+def test_tools_test_tta_runs_the_plugin_seg_config(tmp_path, tool_name):
+    """``tools/test.py --tta`` (mmseg's own, and ropevit's through apply_tta) on the plugin config
+    (shrunk to a tiny model) and a generated ADE20k-format set: SegTTAModel runs, mIoU is reported.
+    mmseg's TTA recipe comes with the mmseg base."""
     import re
 
     import torch
@@ -230,7 +232,8 @@ default_hooks = dict(logger=dict(interval=1))
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, str(checkpoint))
 
     import mmseg
-    tool = os.path.join(os.path.dirname(mmseg.__file__), '.mim', 'tools', 'test.py')
+    tool = (os.path.join(os.path.dirname(mmseg.__file__), '.mim', 'tools', 'test.py') if tool_name == 'mmseg'
+            else os.path.join(ROOT, 'tools', 'test.py'))
     done = subprocess.run([sys.executable, tool, str(config), str(checkpoint), '--tta',
                            '--work-dir', str(tmp_path / 'work')],
                           cwd=str(tmp_path), capture_output=True, text=True, timeout=110)
