@@ -194,19 +194,29 @@ def test_cli_rejects_bad_options():
 TINY_VIT = dict(embed_dims=64, depth=2, num_heads=2)
 
 
+def _rotate_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Pair ``(2j, 2j+1)`` times the 2x2 rotation matrix, in float64 (independent of both kernels)."""
+    pairs = x.double().unflatten(-1, (-1, 2))                                   # [..., N, P, 2]
+    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2).double()  # [..., N, P, 2, 2]
+    return (rot @ pairs.unsqueeze(-1)).squeeze(-1).flatten(-2)                 # [..., N, hd]
+
+
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize('per_head', [False, True])
-def test_apply_rope_complex_equals_apply_rope_on_strided_qk(dtype, per_head):
+def test_rope_kernels_equal_the_rotation_on_strided_qk(dtype, per_head):
     from ropevit.benchmark.proposals import apply_rope_complex
     from ropevit.layers.rope import apply_rope
     qkv = torch.randn(2, 10, 3, 4, 16).to(dtype)                       # [B, N, 3, nh, hd] like a fused qkv
     q, k, _ = qkv.permute(2, 0, 3, 1, 4).unbind(0)                       # strided [B, nh, N, hd] views
     ang = torch.randn(*((4,) if per_head else ()), 10, 8)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
     for x in (q, k, q[:, :, 1:]):                                        # odd offset after a prefix slice
         c, s = ang[..., -x.shape[2]:, :].cos(), ang[..., -x.shape[2]:, :].sin()
-        expected, got = apply_rope(x, c, s), apply_rope_complex(x, c, s)
-        assert got.dtype == x.dtype and got.shape == x.shape
-        assert (expected.float() - got.float()).abs().max().item() <= (1e-6 if dtype == torch.float32 else 1e-2)
+        expected = _rotate_reference(x, c, s)
+        for kernel in (apply_rope, apply_rope_complex):
+            got = kernel(x, c, s)
+            assert got.dtype == x.dtype and got.shape == x.shape
+            assert (expected - got.double()).abs().max().item() <= tol
 
 
 def test_apply_rope_complex_gradients():
