@@ -11,5 +11,8 @@ test: setup           ## the test suite (what CI runs)
 demo: setup           ## the main job: train + evaluate a RoPE-Swin Mask R-CNN on generated COCO-format data
 	$(PY) tools/demo.py
 
+demo-seg: setup       ## the segmentation demo: RoPE-Swin UperNet on generated ADE20k-layout data
+	$(PY) tools/demo_seg.py
+
 clean:
 	rm -rf .venv work_dirs

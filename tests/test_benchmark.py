@@ -235,7 +235,7 @@ def test_swap_function_reaches_ropevit_attention():
         base = model(x)
         with swap_function('apply_rope', lambda t, c, s: t) as calls:     # "no rotation"
             unrotated = model(x)
-    assert calls[0] == 2 * TINY_VIT['depth']                              # q and k of every block
+    assert calls[0] == TINY_VIT['depth']                                  # q and k of every block, in one call
     assert max_abs_diff(base, unrotated) > 1e-4
     with pytest.raises(RuntimeError, match='no_such_function'):
         with swap_function('no_such_function', lambda: None):

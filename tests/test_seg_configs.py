@@ -174,3 +174,26 @@ def test_missing_ade_root_is_a_clear_error(tmp_path):
     cfg.train_dataloader.dataset.data_root = str(root)
     with pytest.raises(DatasetNotFoundError, match='annotations/training'):
         check_datasets(cfg, which=('train_dataloader',))
+
+
+def test_empty_ade_image_folder_is_explained(tmp_path):
+    """An ADE root whose folders exist but hold no images: mmseg fails with numpy's message; the
+    explanation the tools print instead names the folder and says it holds no images."""
+    from mmseg.registry import DATASETS
+
+    from ropevit.mm.data_check import check_datasets, explain_empty_datasets
+    root = tmp_path / 'ADEChallengeData2016'
+    for part in ('images', 'annotations'):
+        for split in ('training', 'validation'):
+            (root / part / split).mkdir(parents=True)
+    (root / 'images' / 'training' / 'notes.txt').write_text('not an image')
+    cfg = _load(osp.join(ROOT, 'configs', 'upernet_rope_swin_t_ade20k.py'), str(root))
+    init_default_scope('mmseg')
+    check_datasets(cfg)                                   # the layout is there: no error up front
+    with pytest.raises(ValueError, match='need at least one array'):  # mmseg's own words for it
+        DATASETS.build(cfg.train_dataloader.dataset)
+    msg = explain_empty_datasets(cfg, which=('train_dataloader',))
+    assert msg is not None and str(root / 'images' / 'training') in msg and 'no *.jpg images' in msg
+    # with images present there is nothing to explain
+    (root / 'images' / 'training' / 'a.jpg').write_bytes(b'')
+    assert explain_empty_datasets(cfg, which=('train_dataloader',)) is None

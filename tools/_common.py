@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import os.path as osp
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
@@ -46,6 +46,21 @@ def check_data_or_exit(cfg, which) -> None:
         check_datasets(cfg, which=which)
     except DatasetNotFoundError as e:
         print(f'error: {e}', file=sys.stderr)
+        raise SystemExit(2)
+
+
+def run_explaining_data_errors(run: Callable[[], object], cfg, which) -> None:
+    """``run()``; if it fails and a data set of ``cfg`` turns out to be empty (an annotation file with
+    no images, an empty image folder), exit 2 with that explanation instead of the library's
+    traceback (e.g. numpy's ``need at least one array to concatenate``)."""
+    try:
+        run()
+    except Exception:
+        from ropevit.mm.data_check import explain_empty_datasets
+        problem = explain_empty_datasets(cfg, which=which)
+        if problem is None:
+            raise
+        print(f'error: {problem}', file=sys.stderr)
         raise SystemExit(2)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import os.path as osp
 
-from _common import build_runner, check_data_or_exit, load_config, setup_local_rank
+from _common import (build_runner, check_data_or_exit, load_config, run_explaining_data_errors,
+                     setup_local_rank)
 from mmengine.config import DictAction
 
 
@@ -59,7 +60,7 @@ def main() -> None:
     if args.out:
         from mmengine.evaluator import DumpResults
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-    runner.test()
+    run_explaining_data_errors(runner.test, cfg, which=('test_dataloader',))
 
 
 if __name__ == '__main__':

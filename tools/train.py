@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from _common import build_runner, check_data_or_exit, load_config, setup_local_rank
+from _common import (build_runner, check_data_or_exit, load_config, run_explaining_data_errors,
+                     setup_local_rank)
 from mmengine.config import DictAction
 
 
@@ -55,7 +56,7 @@ def main() -> None:
 
     check_data_or_exit(cfg, which=('train_dataloader', 'val_dataloader'))
     runner = build_runner(cfg)
-    runner.train()
+    run_explaining_data_errors(runner.train, cfg, which=('train_dataloader', 'val_dataloader'))
 
 
 if __name__ == '__main__':

@@ -58,15 +58,18 @@ class RoPEAttention(nn.Module):
         B, L, C = x.shape
         npt = num_prefix_tokens
         qkv = self.qkv(x).reshape(B, L, 3, self.num_heads, self.head_dim)  # [B, L, 3, nh, hd]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                    # [B, nh, L, hd] each
+        qkv = qkv.permute(2, 0, 3, 1, 4)                                    # [3, B, nh, L, hd]
+        v = qkv[2]                                                         # [B, nh, L, hd]
+        qk = qkv[:2]                                                       # [2, B, nh, L, hd]
         if rope is not None:
             cos, sin = rope
+            # q and k in one call (one pass, half the launches). Out of place: rotating a slice
+            # of q/k in place would break autograd.
             if npt:
-                # Out of place: rotating a slice of q/k in place would break autograd.
-                q = torch.cat([q[:, :, :npt], apply_rope(q[:, :, npt:], cos, sin)], dim=2)
-                k = torch.cat([k[:, :, :npt], apply_rope(k[:, :, npt:], cos, sin)], dim=2)
+                qk = torch.cat([qk[..., :npt, :], apply_rope(qk[..., npt:, :], cos, sin)], dim=-2)
             else:
-                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+                qk = apply_rope(qk, cos, sin)
+        q, k = qk.unbind(0)                                                # [B, nh, L, hd] each
         x = F.scaled_dot_product_attention(
             q, k, v, attn_mask=key_mask, dropout_p=self.attn_drop if self.training else 0.0)  # [B, nh, L, hd]
         x = x.transpose(1, 2).reshape(B, L, C)                             # [B, L, C]

@@ -23,9 +23,10 @@ from .window import pad_to_multiple, window_partition, window_unpartition
 class WindowRope(NamedTuple):
     """RoPE inputs shared by the blocks of a stage for one forward.
 
-    ``coords``: ``[ws*ws, 2]`` window-local ``(x, y)``. ``cos``/``sin``: ``[ws*ws, P]``
-    when the frequencies are fixed (axial; computed once per stage), else None (mixed:
-    each block rotates with its own learnable frequencies).
+    ``coords``: ``[ws*ws, 2]`` window-local ``(x, y)``. ``cos``/``sin``: the block's
+    table, ``[ws*ws, P]`` (axial, shared by the stage) or ``[nh, ws*ws, P]`` (mixed, made
+    by the stage from the block's frequencies); None for a mixed block called on its own,
+    which then builds its table from ``coords`` and its ``rope_freqs``.
     """
     coords: torch.Tensor
     cos: Optional[torch.Tensor] = None
@@ -97,16 +98,20 @@ class WindowMSA(nn.Module):
         """``x [B_, N, C]`` -> ``q, k, v`` ``[B_, nh, N, hd]``, q and k rotated by RoPE."""
         b_, n, c = x.shape
         qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, self.head_dim)  # [B_, N, 3, nh, hd]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                       # [B_, nh, N, hd] each
-        if self.rope != 'none':
-            if rope is None:
-                raise ValueError(f'rope={self.rope!r} attention needs the window coordinates')
-            if self.rope == 'mixed':
-                cos, sin = rope_cos_sin(self.rope_freqs, rope.coords)       # [nh, N, P]
-            else:
-                cos, sin = rope.cos, rope.sin                                # [N, P]
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        return q, k, v
+        qkv = qkv.permute(2, 0, 3, 1, 4)                                     # [3, B_, nh, N, hd]
+        if self.rope == 'none':
+            return qkv.unbind(0)                                             # [B_, nh, N, hd] each
+        if rope is None:
+            raise ValueError(f'rope={self.rope!r} attention needs the window coordinates')
+        if rope.cos is not None:
+            cos, sin = rope.cos, rope.sin                                    # [N, P] or [nh, N, P]
+        elif self.rope == 'mixed':
+            cos, sin = rope_cos_sin(self.rope_freqs, rope.coords)           # [nh, N, P]
+        else:
+            raise ValueError('rope="axial" attention needs the stage\'s (cos, sin) table')
+        # q and k in one call: one pass, half the launches.
+        q, k = apply_rope(qkv[:2], cos, sin).unbind(0)                       # [B_, nh, N, hd] each
+        return q, k, qkv[2]
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 rope: Optional[WindowRope] = None) -> torch.Tensor:

@@ -134,9 +134,9 @@ class SwinStage(nn.Module):
     """``depth`` blocks alternating W-MSA / SW-MSA, then an optional ``downsample``.
 
     The stage builds, once per forward, the additive masks (one for the unshifted and
-    one for the shifted blocks) and the window RoPE inputs; for axial RoPE the
-    ``(cos, sin)`` table is also cached across forwards (it only depends on the window
-    size and device).
+    one for the shifted blocks) and the ``(cos, sin)`` tables of all its blocks; for axial
+    RoPE the table is also cached across forwards (it only depends on the window size and
+    device).
 
     Args:
         embed_dims, num_heads, depth, window_size: stage sizes.
@@ -197,13 +197,27 @@ class SwinStage(nn.Module):
                  for shift in (0, ws // 2)]
         return masks[0], masks[1]
 
+    def block_ropes(self, device: torch.device) -> list[Optional[WindowRope]]:
+        """One :class:`WindowRope` with its ``(cos, sin)`` per block, for one forward.
+
+        Axial: the stage's cached table, shared. Mixed: the blocks' learnable frequencies
+        stacked, so one ``rope_cos_sin`` call per stage and forward builds every block's
+        ``[nh, ws*ws, P]`` table (gradients flow back to each block's ``rope_freqs``).
+        """
+        rope = self.window_rope(device)
+        if rope is None or self.rope == 'axial':
+            return [rope] * len(self.blocks)
+        freqs = torch.stack([blk.attn.w_msa.rope_freqs for blk in self.blocks], 1)  # [2, D, nh, P]
+        cos, sin = rope_cos_sin(freqs, rope.coords)                                 # [D, nh, N, P] each
+        return [WindowRope(rope.coords, cos[i], sin[i]) for i in range(len(self.blocks))]
+
     def forward(self, x: torch.Tensor, hw: tuple[int, int]
                 ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor, tuple[int, int]]:
         """``x [B, H*W, C]`` -> ``(x_down, hw_down, x_out, hw)`` like mmdet's stage."""
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         masks = self.attention_masks(hw, x.device, dtype)
-        rope = self.window_rope(x.device)
-        for blk in self.blocks:
+        ropes = self.block_ropes(x.device)
+        for blk, rope in zip(self.blocks, ropes):
             x = blk(x, hw, masks[blk.attn.shift_size > 0], rope)
         if self.downsample is None:
             return x, hw, x, hw

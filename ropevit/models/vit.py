@@ -51,7 +51,7 @@ def resolve_vit_arch(arch: Union[str, dict]) -> dict:
     if unknown or missing:
         raise ValueError(f'arch dict: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; '
                          f'allowed: embed_dims, num_heads, depth, mlp_ratio')
-    spec = dict(mlp_ratio=4.0, **arch)
+    spec = {'mlp_ratio': 4.0, **arch}
     if min(spec['embed_dims'], spec['num_heads'], spec['depth']) < 1 or spec['mlp_ratio'] <= 0:
         raise ValueError(f'arch={arch}: embed_dims, num_heads, depth must be >= 1 and mlp_ratio > 0')
     return spec
