@@ -81,11 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help='no mmdet here: compare RoPESwin with ropevit\'s plain Swin running mmdet\'s manual-softmax '
                         'math instead of mmdet\'s SwinTransformer')
     p.add_argument('--compile', action='store_true', help='also run the torch.compile check')
-    p.add_argument('--compile-vitdet', action='store_true',
-                   help='compile the windowed (ViTDet) model instead of the plain one')
+    p.add_argument('--compile-model', choices=('vit', 'vitdet', 'swin'), default='vit',
+                   help='backbone of the torch.compile check: RoPEViT, windowed RoPEViT (ViTDet) or RoPESwin '
+                        '(Swin-T unless --smoke)')
+    p.add_argument('--compile-vitdet', action='store_true', help='same as --compile-model vitdet')
+    p.add_argument('--compile-rope', choices=('mixed', 'axial', 'none'), default='mixed')
     p.add_argument('--proposed', action='store_true',
                    help='also time RoPE models with the proposed complex-multiply apply_rope swapped in')
-    p.add_argument('--compile-arch', default='small')
+    p.add_argument('--compile-arch', default=None, help='ViT preset for --compile-model vit/vitdet (default small)')
     p.add_argument('--compile-size', type=parse_size, default=(224, 224))
     p.add_argument('--modes', type=_list, default=['fwd', 'fwd+bwd'], help='fwd,fwd+bwd')
     p.add_argument('--dtypes', type=_list, default=['fp32', 'bf16'], help='fp32,bf16 (bf16 = autocast)')
@@ -164,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'--suites: unknown {unknown}; choose from {SUITES}')
     if args.compile and 'compile' not in args.suites:
         args.suites.append('compile')
+    compile_model = 'vitdet' if args.compile_vitdet else args.compile_model
+    # RoPESwin is compiled with the Swin suite's arch (Swin-T; the tiny one under --smoke).
+    compile_arch = args.swin_arch if compile_model == 'swin' else args.compile_arch
 
     import torch
     from ropevit.benchmark import measure, report, suites
@@ -206,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                                                  sizes=args.scaling_sizes, all_global=args.scaling_all_global),
         'swin': lambda: suites.swin_vs_mmdet(results, cfg, arch=args.swin_arch, sizes=args.swin_sizes,
                                              use_mmdet=use_mmdet, proposed=args.proposed),
-        'compile': lambda: suites.compile_check(results, cfg, arch=args.compile_arch, size=args.compile_size,
-                                                vitdet=args.compile_vitdet, window_size=args.window_size,
-                                                global_blocks=args.global_blocks),
+        'compile': lambda: suites.compile_check(results, cfg, model=compile_model, arch=compile_arch,
+                                                rope=args.compile_rope, size=args.compile_size,
+                                                window_size=args.window_size, global_blocks=args.global_blocks),
     }
     failed = []
     md = ''

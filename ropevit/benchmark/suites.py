@@ -9,7 +9,8 @@
   with global blocks, all-global).
 * :func:`swin_vs_mmdet` - ``RoPESwin`` vs mmdet's ``SwinTransformer`` (bias table), with a
   plain-Swin parity check through the same weights.
-* :func:`compile_check` - ``torch.compile`` of the backbone: same outputs, speed-up.
+* :func:`compile_check` - ``torch.compile`` of a backbone (RoPEViT, windowed RoPEViT or
+  RoPESwin): same outputs, compile time, speed-up.
 """
 from __future__ import annotations
 
@@ -354,6 +355,9 @@ def _exp_ratio(name: str, row: Row, exp: float, checked: bool, exp_min: Optional
 
 SWIN_T = dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
 
+#: Backbones :func:`compile_check` can compile.
+COMPILE_MODELS: tuple[str, ...] = ('vit', 'vitdet', 'swin')
+
 
 def build_mmdet_swin(arch: dict) -> nn.Module:
     from mmdet.models.backbones.swin import SwinTransformer
@@ -438,15 +442,30 @@ def swin_vs_mmdet(results: Results, cfg: BenchConfig, *, arch: Optional[dict] = 
     _free(cfg)
 
 
-def compile_check(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'small', rope: str = 'mixed',
-                  size: Size = (224, 224), vitdet: bool = False, window_size: int = 14,
+def compile_check(results: Results, cfg: BenchConfig, *, model: str = 'vit', arch: Optional[ArchSpec] = None,
+                  rope: str = 'mixed', size: Size = (224, 224), window_size: int = 14,
                   global_blocks: Optional[Sequence[int]] = None, atol: float = 1e-4,
                   suite: str = 'torch.compile') -> None:
-    """``torch.compile`` of RoPEViT: outputs equal eager's (fwd), compile time, speed-up."""
-    name = _arch_name(arch)
+    """``torch.compile`` of a backbone: outputs equal eager's (fwd), compile time, speed-up.
+
+    ``model``: ``'vit'`` (RoPEViT, ``arch`` a ViT preset or dict), ``'vitdet'`` (windowed
+    RoPEViT) or ``'swin'`` (RoPESwin, ``arch`` a Swin arch dict, default Swin-T).
+    """
+    if model not in COMPILE_MODELS:
+        raise ValueError(f'compile_check: model={model!r}; allowed: {COMPILE_MODELS}')
     torch.manual_seed(cfg.seed)
-    kw = _vitdet_kwargs(arch, window_size, global_blocks) if vitdet else {}
-    eager = _blocks_count(build_ropevit(arch, rope, **kw)).to(cfg.device)
+    if model == 'swin':
+        from ropevit.models.swin import RoPESwin
+        arch = dict(SWIN_T if arch is None else arch)
+        eager = RoPESwin(arch=arch, rope=rope, drop_path_rate=0.0, out_indices=(0, 1, 2, 3)).eval()
+        label = f'RoPESwin-{"T" if arch == SWIN_T else _short(arch)} {rope}'
+    else:
+        arch = 'small' if arch is None else arch
+        kw = _vitdet_kwargs(arch, window_size, global_blocks) if model == 'vitdet' else {}
+        eager = _blocks_count(build_ropevit(arch, rope, **kw))
+        label = f'RoPEViT-{_short(arch)} {rope}' + (f' {_tag(arch, window_size, global_blocks)}'
+                                                    if model == 'vitdet' else '')
+    eager = eager.to(cfg.device)
     compiled = torch.compile(eager)
     x = torch.randn(cfg.batch, 3, *size, generator=torch.Generator().manual_seed(cfg.seed)).to(cfg.device)
     t0 = time.perf_counter()
@@ -455,8 +474,7 @@ def compile_check(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'small
     compile_s = time.perf_counter() - t0
     with torch.no_grad():
         ref = eager(x)
-    diff = check_parity(ref, got, atol=atol, what=f'[{suite}] compiled vs eager {name} {rope}')
-    label = f'RoPEViT-{_short(arch)} {rope}' + (f' {_tag(arch, window_size, global_blocks)}' if vitdet else '')
+    diff = check_parity(ref, got, atol=atol, what=f'[{suite}] compiled vs eager {label}')
     # at least 2 warm-up calls: a guard may still trigger one recompile after the first call
     stats = time_group({'eager': lambda: _fwd(eager, x), 'compiled': lambda: _fwd(compiled, x)},
                        device=cfg.device, warmup=max(cfg.warmup, 2), reps=cfg.reps)

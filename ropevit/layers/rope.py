@@ -149,7 +149,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     Returns:
         Tensor like ``x``, in ``x.dtype``.
     """
-    if _is_compiling():
+    if is_compiling():
         return _apply_rope_real(x, cos, sin)
     wdt = torch.promote_types(torch.promote_types(x.dtype, cos.dtype), torch.float32)
     pairs = x.to(wdt).unflatten(-1, (-1, 2))                  # [..., N, P, 2]
@@ -168,6 +168,7 @@ def _apply_rope_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
     return out.flatten(-2).to(x.dtype)                        # [..., N, hd]
 
 
-def _is_compiling() -> bool:
+def is_compiling() -> bool:
+    """True while ``torch.compile`` (Dynamo) traces the caller."""
     compiler = getattr(torch, 'compiler', None)
     return bool(compiler is not None and getattr(compiler, 'is_compiling', lambda: False)())

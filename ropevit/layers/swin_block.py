@@ -11,7 +11,7 @@ import torch.utils.checkpoint as cp
 from timm.layers import DropPath
 from torch import nn
 
-from .rope import RopeType, axial_frequencies, grid_coords, rope_cos_sin
+from .rope import RopeType, axial_frequencies, grid_coords, is_compiling, rope_cos_sin
 from .swin_attention import ShiftWindowMSA, WindowRope
 from .window import shifted_window_mask
 
@@ -172,20 +172,26 @@ class SwinStage(nn.Module):
         """Window-local coordinates (and the axial table) for this stage."""
         if self.rope == 'none':
             return None
-        ws = self.window_size
+        if is_compiling():
+            # Traced as constants (Inductor folds them); the Python cache below would
+            # break the graph (``is_inference_mode_enabled``, ``data_ptr``) and, inside
+            # the stage loop, make Dynamo fall back to eager for the whole backbone.
+            return self._build_window_rope(device)
         # Tensors made under inference_mode cannot be saved for backward later: keyed apart.
-        key = (ws, device, torch.is_inference_mode_enabled(),
+        key = (self.window_size, device, torch.is_inference_mode_enabled(),
                None if self.rope != 'axial' else self.axial_freqs.data_ptr())
         if self._rope_cache is not None and self._rope_cache[0] == key:
             return self._rope_cache[1]
-        coords = grid_coords(ws, ws, device=device)                   # [ws*ws, 2]
-        if self.rope == 'axial':
-            cos, sin = rope_cos_sin(self.axial_freqs, coords)           # [ws*ws, P]
-            table = WindowRope(coords, cos, sin)
-        else:
-            table = WindowRope(coords)
+        table = self._build_window_rope(device)
         self._rope_cache = (key, table)
         return table
+
+    def _build_window_rope(self, device: torch.device) -> WindowRope:
+        coords = grid_coords(self.window_size, self.window_size, device=device)  # [ws*ws, 2]
+        if self.rope == 'axial':
+            cos, sin = rope_cos_sin(self.axial_freqs, coords)                     # [ws*ws, P]
+            return WindowRope(coords, cos, sin)
+        return WindowRope(coords)
 
     def attention_masks(self, hw: tuple[int, int], device: torch.device, dtype: torch.dtype
                         ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:

@@ -15,7 +15,7 @@ from typing import Literal, Optional, Sequence
 import torch
 from torch import nn
 
-from .rope import axial_frequencies, grid_coords, init_mixed_frequencies, rope_cos_sin
+from .rope import axial_frequencies, grid_coords, init_mixed_frequencies, is_compiling, rope_cos_sin
 
 _CACHE_SIZE = 16  # distinct (grid, device) entries kept; multi-scale training cycles through a few
 
@@ -45,6 +45,10 @@ class VisionRoPE(nn.Module):
         self._cache: OrderedDict[tuple, tuple[torch.Tensor, ...]] = OrderedDict()
 
     def _cached(self, key: tuple, build) -> tuple[torch.Tensor, ...]:
+        if is_compiling():
+            # Traced as constants instead: a cache filled by the first compiled call would
+            # fail Dynamo's guard on the second and recompile the whole backbone.
+            return build()
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
