@@ -95,6 +95,15 @@ def test_cpu_peak_memory_counts_a_known_allocation():
     assert 6.0 <= peak < 6.5
 
 
+def test_kernel_ops_counts_computing_ops_not_views():
+    from ropevit.benchmark.measure import kernel_ops
+    a, b = torch.randn(4, 6), torch.randn(4, 6)
+    assert kernel_ops(lambda: (a + b).view(-1).relu()) == 2
+    assert kernel_ops(lambda: a.t().reshape(-1).sum()) == 2            # flattening a transpose copies
+    assert kernel_ops(lambda: a.transpose(0, 1)[1:].unsqueeze(0)) == 0
+    assert kernel_ops(lambda: torch.promote_types(a.dtype, torch.bfloat16)) == 0
+
+
 def test_time_group_structure():
     calls = {'a': 0, 'b': 0}
 

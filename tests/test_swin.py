@@ -211,6 +211,54 @@ def test_rope_tables_once_per_stage(monkeypatch):
     axial(x)
     axial(x)
     assert calls == ['stage'] * 4                                        # once per stage, then cached
+    assert len(mask_calls) == 2 * 4 * 2                                  # masks: once per grid, both models
+
+
+def test_masks_cached_for_the_last_grid_only(monkeypatch):
+    import ropevit.layers.swin_block as swin_block
+    built = []
+    orig_mask = swin_block.shifted_window_mask
+    monkeypatch.setattr(swin_block, 'shifted_window_mask', lambda *a, **k: built.append(a[0]) or orig_mask(*a, **k))
+    model = RoPESwin(arch=TINY, rope='mixed', window_size=4).eval()
+    big, small = torch.randn(1, 3, 72, 56), torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        ref_big, ref_small = model(big), model(small)
+        assert len(built) == 2 * 2 * 4                                   # two grids, 2 masks x 4 stages each
+        built.clear()
+        again = model(small)
+        assert built == []                                               # same grid: cached
+        assert all(torch.equal(a, b) for a, b in zip(again, ref_small))
+        again = model(big)
+        assert len(built) == 2 * 4                                       # only the last grid is kept
+        assert all(torch.equal(a, b) for a, b in zip(again, ref_big))
+    # Masks made under inference_mode are kept apart from those a training step saves.
+    with torch.inference_mode():
+        model(small)
+    model.train()
+    sum(o.sum() for o in model(small)).backward()
+    assert model.stages[0].blocks[0].attn.w_msa.qkv.weight.grad is not None
+    # Another dtype (autocast) is another entry, in that dtype.
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        model(small)
+    masks = model.stages[0].attention_masks((10, 10), torch.device('cpu'), torch.bfloat16)
+    assert masks[1] is not None and masks[1].dtype == torch.bfloat16
+
+
+def test_kernels_per_forward_fewer_than_mmdet_swin():
+    """A batch-1 GPU is launch-bound: RoPESwin (with RoPE, warm caches) must dispatch fewer
+    kernels per forward than mmdet's SwinTransformer of the same depth."""
+    from mmdet.models.backbones.swin import SwinTransformer
+    from ropevit.benchmark.measure import kernel_ops
+    ref = SwinTransformer(**TINY, drop_path_rate=0.0)
+    ref.eval()                                  # mmdet's train() returns None
+    x = torch.randn(1, 3, 64, 96)
+    counts = {}
+    with torch.no_grad():
+        for name, m in [('mmdet', ref)] + [(r, RoPESwin(arch=TINY, rope=r, drop_path_rate=0.0).eval())
+                                            for r in ('mixed', 'axial')]:
+            m(x)
+            counts[name] = kernel_ops(lambda m=m: m(x))
+    assert counts['axial'] < counts['mixed'] < counts['mmdet'], counts
 
 
 def test_stage_tables_equal_each_blocks_own():

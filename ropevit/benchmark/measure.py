@@ -11,6 +11,8 @@
   ``torch.profiler``'s memory timeline (every tensor allocation and free of the CPU
   allocator, in order); this is tensor memory, not process RSS (no allocator caching or
   fragmentation is counted).
+* Kernel ops: :func:`kernel_ops` counts the tensor-producing ATen ops of one call (views
+  excluded), the kernel launches a launch-bound GPU pays for.
 * Parity: the max absolute difference between two outputs (tensors or lists of them);
   :func:`check_parity` raises :class:`ParityError` beyond a tolerance.
 """
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, Union
 
 import torch
+import torch.utils._pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 Output = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -118,6 +122,31 @@ def peak_memory_bytes(fn: Callable[[], object], *, device: torch.device) -> int:
     if device.type == 'cpu':
         return _cpu_peak_bytes(fn)
     raise ValueError(f'peak memory: device type {device.type!r} is not supported (cpu, cuda)')
+
+
+class _KernelCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        # Views (also ``_unsafe_view``, a view not declared as one) and metadata queries
+        # (promote_types, sizes) launch nothing.
+        if not func.is_view and func.overloadpacket is not torch.ops.aten._unsafe_view and any(isinstance(t, torch.Tensor) for t in pytree.tree_leaves(out)):
+            self.count += 1
+        return out
+
+
+def kernel_ops(fn: Callable[[], object]) -> int:
+    """Tensor-producing ATen ops one call of ``fn`` dispatches, views excluded.
+
+    On a GPU each is (at least) one kernel launch; at batch 1 a GPU is launch-bound, so
+    this count, measured on any device, predicts where the GPU time goes.
+    """
+    with _KernelCounter() as counter:
+        fn()
+    return counter.count
 
 
 def _flat(out: Output) -> list[torch.Tensor]:

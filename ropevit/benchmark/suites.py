@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from .attention import manual_softmax_attention, swap_attention
-from .measure import ParityError, check_parity, time_group
+from .measure import ParityError, check_parity, kernel_ops, time_group
 from .report import Results, Row, Size, growth_exponent, size_str
-from .runner import BenchConfig, Contender, Parity, count_calls, run_group
+from .runner import BenchConfig, Contender, Parity, count_calls, make_call, run_group
 
 ArchSpec = Union[str, dict]
 
@@ -422,6 +422,9 @@ def swin_vs_mmdet(results: Results, cfg: BenchConfig, *, arch: Optional[dict] = 
             contenders.append(_proposed(contenders[-1].model, f'RoPESwin {tag} {rope} (no table) {PROPOSED_TAG}'))
             parity.append(Parity(contenders[-1].label, contenders[-2].label, atol))
     ref_name = 'mmdet' if use_mmdet else 'mmdet-math'
+    results.notes.append(f'[{suite}] kernel ops per forward (ATen ops that make a tensor, views excluded; '
+                         f'each is a GPU kernel launch, what batch-1 GPU time follows), at '
+                         f'{size_str(sizes[0])}: ' + swin_kernel_ops(contenders, sizes[0], cfg.device))
     for size in sizes:
         rows = run_group(results, cfg, suite, contenders, size, parity=parity)
         big = size[0] * size[1] >= 800 * 1333
@@ -440,6 +443,17 @@ def swin_vs_mmdet(results: Results, cfg: BenchConfig, *, arch: Optional[dict] = 
                                       rows[(reference, mode, dtype)], quantity=lambda r: r.peak_mib)
     del contenders
     _free(cfg)
+
+
+def swin_kernel_ops(contenders: Sequence[Contender], size: Size, device: torch.device) -> str:
+    """``'label N, ...'``: kernel ops of one warm fp32 forward of each contender."""
+    x = torch.randn(1, 3, *size, device=device)
+    counts = []
+    for c in contenders:
+        call = make_call(c, x, mode='fwd', dtype='fp32')
+        call()                                      # warm: per-grid caches filled
+        counts.append(f'{c.label} {kernel_ops(call)}')
+    return ', '.join(counts)
 
 
 def compile_check(results: Results, cfg: BenchConfig, *, model: str = 'vit', arch: Optional[ArchSpec] = None,

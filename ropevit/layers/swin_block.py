@@ -3,6 +3,7 @@ merging, the MLP (``ffn.layers.*``), the block, and a stage that builds the shif
 masks and the window RoPE inputs once per forward for all its blocks."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -16,6 +17,10 @@ from .swin_attention import ShiftWindowMSA, WindowRope
 from .window import shifted_window_mask
 
 NormLayer = Callable[[int], nn.Module]
+#: Grids whose masks a stage keeps. One: a fixed-size loop (sliding-window inference, a
+#: benchmark, video) hits it; a stage-0 mask of Swin-T at 800x1333 is ~13 MB, so keeping
+#: every size of multi-scale training would cost hundreds of MB.
+MASK_CACHE_SIZE = 1
 ActLayer = Callable[[], nn.Module]
 
 
@@ -167,6 +172,7 @@ class SwinStage(nn.Module):
             self.register_buffer('axial_freqs', axial_frequencies(embed_dims // num_heads, rope_theta),
                                  persistent=False)                     # [2, hd//2]
         self._rope_cache: Optional[tuple[tuple, WindowRope]] = None
+        self._mask_cache: OrderedDict[tuple, tuple[Optional[torch.Tensor], Optional[torch.Tensor]]] = OrderedDict()
 
     def window_rope(self, device: torch.device) -> Optional[WindowRope]:
         """Window-local coordinates (and the axial table) for this stage."""
@@ -195,7 +201,27 @@ class SwinStage(nn.Module):
 
     def attention_masks(self, hw: tuple[int, int], device: torch.device, dtype: torch.dtype
                         ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """``[nW, N, N]`` additive masks (or None) for unshifted and shifted blocks."""
+        """``[nW, N, N]`` additive masks (or None) for unshifted and shifted blocks.
+
+        The last grid's masks are cached (:data:`MASK_CACHE_SIZE`): building them takes
+        ~20 small kernels per stage, which a launch-bound GPU at batch 1 would pay on every
+        forward. Not cached while ``torch.compile`` traces (Inductor folds them).
+        """
+        if is_compiling():
+            return self._build_masks(hw, device, dtype)
+        # Tensors made under inference_mode cannot be saved for backward later: keyed apart.
+        key = (tuple(hw), device, dtype, torch.is_inference_mode_enabled())
+        masks = self._mask_cache.get(key)
+        if masks is None:
+            masks = self._mask_cache[key] = self._build_masks(hw, device, dtype)
+            if len(self._mask_cache) > MASK_CACHE_SIZE:
+                self._mask_cache.popitem(last=False)
+        else:
+            self._mask_cache.move_to_end(key)
+        return masks
+
+    def _build_masks(self, hw: tuple[int, int], device: torch.device, dtype: torch.dtype
+                     ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         ws = self.window_size
         padded = (-(-hw[0] // ws) * ws, -(-hw[1] // ws) * ws)
         real = hw if self.mask_padding else padded
