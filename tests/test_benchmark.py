@@ -242,7 +242,7 @@ def test_swap_function_reaches_ropevit_attention():
     x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
         base = model(x)
-        with swap_function('apply_rope', lambda t, c, s: t) as calls:     # "no rotation"
+        with swap_function('apply_rope', lambda t, c, s, rot=None: t) as calls:  # "no rotation"
             unrotated = model(x)
     assert calls[0] == TINY_VIT['depth']                                  # q and k of every block, in one call
     assert max_abs_diff(base, unrotated) > 1e-4

@@ -122,3 +122,18 @@ def test_check_rope_args_errors():
         check_rope_args('axial', 18)
     check_rope_args('none', 18)
     assert math.isclose(axial_frequencies(8, 100.0)[0, 1].item(), 100 ** -0.5, rel_tol=1e-6)
+
+
+def test_precomputed_rotation_gives_the_same_numbers():
+    """``rot = rope_rotation(cos, sin)`` made once per table gives exactly what apply_rope
+    computes from cos/sin; a rotation of too low a precision (float64 q/k) is not used."""
+    from ropevit.layers.rope import rope_rotation
+    cos, sin = rope_cos_sin(init_mixed_frequencies(16, 3), grid_coords(4, 5))   # [3, 20, 8]
+    rot = rope_rotation(cos, sin)
+    assert rot.dtype == torch.complex64 and rot.shape == cos.shape
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 3, 20, 16).to(dtype)
+        assert torch.equal(apply_rope(x, cos, sin, rot), apply_rope(x, cos, sin))
+    x64 = torch.randn(2, 3, 20, 16, dtype=torch.float64)
+    assert torch.equal(apply_rope(x64, cos, sin, rot), apply_rope(x64, cos, sin))
+    assert not torch.equal(apply_rope(x64, cos, sin, rot), apply_rope(x64.float(), cos, sin, rot).double())

@@ -186,12 +186,38 @@ def test_rope_tables_once_per_grid_and_axial_cache(monkeypatch):
     mixed(x)
     assert sorted(calls) == [(9, 2), (30, 2)]           # window grid 3x3, global grid 5x6: once each
     calls.clear()
+    RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=2), rope='mixed')(x)
+    assert calls == [(1 + 30, 2)]                       # with a class token: its identity row included
+    calls.clear()
     axial = RoPEViT(**kw, rope='axial')
     axial(x)
     axial(x)
     assert sorted(calls) == [(9, 2), (30, 2)]           # fixed tables: cached across forwards
     axial(torch.randn(1, 3, 64, 64))
     assert len(calls) == 3                              # a new global grid (4x4) -> one new table
+
+
+@pytest.mark.parametrize('rope', ['axial', 'mixed'])
+def test_prefix_identity_rows_equal_the_sliced_rotation(rope):
+    """Tables with identity rows for the class token rotate all tokens in one go: the class
+    token's q/k stay exactly as they are, and attention equals rotating only the patch tokens
+    (the slice-and-concatenate path, still taken for patch-only tables)."""
+    from ropevit.layers.attention import RoPEAttention
+    from ropevit.layers.rope import apply_rope
+    m = RoPEViT(arch=dict(embed_dims=64, num_heads=2, depth=2), rope=rope)
+    hw, npt = (3, 5), 1
+    cos, sin = m.rope.tables(hw, torch.device('cpu'), [0], num_prefix_tokens=npt)
+    cos0, sin0 = m.rope.tables(hw, torch.device('cpu'), [0])
+    if rope == 'mixed':
+        cos, sin, cos0, sin0 = cos[0], sin[0], cos0[0], sin0[0]                      # [nh, 1 + N, P]
+    assert cos.shape[-2] == npt + 15 and torch.equal(cos[..., npt:, :], cos0) and torch.equal(sin[..., npt:, :], sin0)
+    assert torch.all(cos[..., :npt, :] == 1) and torch.all(sin[..., :npt, :] == 0)
+    qk = torch.randn(2, 2, 2, npt + 15, 32)
+    assert torch.equal(apply_rope(qk, cos, sin)[..., :npt, :], qk[..., :npt, :])
+    attn = RoPEAttention(64, 2)
+    x = torch.randn(2, npt + 15, 64)
+    torch.testing.assert_close(attn(x, (cos, sin), num_prefix_tokens=npt),
+                               attn(x, (cos0, sin0), num_prefix_tokens=npt), atol=1e-6, rtol=1e-6)
 
 
 def test_bf16_autocast_forward_uses_float32_tables():

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import importlib
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
 
-def apply_rope_complex(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rope_complex(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                       rot: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Rotate pairs ``(2j, 2j+1)`` of ``x [..., N, hd]`` by ``cos, sin [..., N, hd/2]`` (out of place).
+
+    ``rot`` (the shipped kernel's precomputed complex table) is accepted and not used: this
+    kernel builds its own, as the shipped one did when it was proposed.
 
     Products are computed in ``promote(x.dtype, cos.dtype, float32)`` and the result is
     returned in ``x.dtype``, like ``apply_rope``. ``x`` may be a strided view of a fused

@@ -6,7 +6,7 @@ RoPE-ViT code, so their checkpoints load without renaming.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +14,9 @@ from torch import nn
 
 from .rope import apply_rope
 
-#: ``(cos, sin)`` float32 tables, each ``[N, P]`` (shared by heads) or ``[nh, N, P]``.
-RopeTables = tuple[torch.Tensor, torch.Tensor]
+#: ``(cos, sin)`` float32 tables, each ``[N, P]`` (shared by heads) or ``[nh, N, P]``, optionally
+#: followed by their complex ``rope_rotation`` (or None).
+RopeTables = Union[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]
 
 
 class RoPEAttention(nn.Module):
@@ -47,7 +48,9 @@ class RoPEAttention(nn.Module):
         Args:
             x: ``[B, npt + N, C]``: ``num_prefix_tokens`` prefix tokens, then ``N`` patch
                 tokens in the row-major order of the grid the rope tables were built for.
-            rope: ``(cos, sin)`` for the ``N`` patch tokens, or None (no rotation).
+            rope: ``(cos, sin)`` or ``(cos, sin, rot)`` for the ``N`` patch tokens (``[N, P]`` or ``[nh, N, P]``), or
+                for all ``npt + N`` tokens with identity rows (``cos = 1, sin = 0``) for the
+                prefix, which saves slicing q/k and concatenating them back; or None.
             num_prefix_tokens: leading tokens that are not rotated (class token).
             key_mask: bool, True = may be attended, broadcastable to ``[B, nh, L, L]``
                 (e.g. ``[B, 1, 1, L]`` to hide padding keys), or None.
@@ -62,13 +65,14 @@ class RoPEAttention(nn.Module):
         v = qkv[2]                                                         # [B, nh, L, hd]
         qk = qkv[:2]                                                       # [2, B, nh, L, hd]
         if rope is not None:
-            cos, sin = rope
+            cos, sin = rope[0], rope[1]
+            rot = rope[2] if len(rope) > 2 else None
             # q and k in one call (one pass, half the launches). Out of place: rotating a slice
             # of q/k in place would break autograd.
-            if npt:
-                qk = torch.cat([qk[..., :npt, :], apply_rope(qk[..., npt:, :], cos, sin)], dim=-2)
-            else:
-                qk = apply_rope(qk, cos, sin)
+            if npt and cos.shape[-2] == L - npt:
+                qk = torch.cat([qk[..., :npt, :], apply_rope(qk[..., npt:, :], cos, sin, rot)], dim=-2)
+            else:                               # tables for all L tokens (prefix rows: identity)
+                qk = apply_rope(qk, cos, sin, rot)
         q, k = qk.unbind(0)                                                # [B, nh, L, hd] each
         x = F.scaled_dot_product_attention(
             q, k, v, attn_mask=key_mask, dropout_p=self.attn_drop if self.training else 0.0)  # [B, nh, L, hd]

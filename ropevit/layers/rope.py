@@ -33,6 +33,7 @@ from typing import Literal, Optional
 import torch
 
 RopeType = Literal['axial', 'mixed', 'none']
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 ROPE_TYPES: tuple[str, ...] = ('axial', 'mixed', 'none')
 
 
@@ -127,7 +128,17 @@ def rope_cos_sin(freqs: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tenso
         return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def rope_rotation(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``cos + i sin`` as one complex tensor, the form :func:`apply_rope` multiplies by.
+
+    Built once per table and handed to :func:`apply_rope` as ``rot``, it saves one kernel
+    per attention call (the tables are shared by blocks and reused across forwards).
+    """
+    return torch.complex(cos.float(), sin.float())
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               rot: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Rotate consecutive pairs ``(2j, 2j+1)`` of ``x`` by the given angles (out of place).
 
     ``out[2j] = x[2j] cos_j - x[2j+1] sin_j``, ``out[2j+1] = x[2j] sin_j + x[2j+1] cos_j``.
@@ -145,6 +156,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     Args:
         x: ``[..., N, hd]`` queries or keys of patch tokens only (e.g. ``[B, nh, N, hd]``).
         cos, sin: ``[N, P]`` or ``[nh, N, P]`` (broadcast over batch), ``P = hd // 2``.
+        rot: optional ``rope_rotation(cos, sin)``, used in eager mode when its precision
+            is the one the rotation is computed in (complex64 unless ``x`` is float64).
 
     Returns:
         Tensor like ``x``, in ``x.dtype``.
@@ -155,7 +168,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     pairs = x.to(wdt).unflatten(-1, (-1, 2))                  # [..., N, P, 2]
     if pairs.stride(-1) != 1 or pairs.storage_offset() % 2 or any(st % 2 for st in pairs.stride()[:-1]):
         pairs = pairs.contiguous()                            # view_as_complex needs even strides
-    rot = torch.complex(cos.to(wdt), sin.to(wdt))             # [..., N, P]
+    if rot is None or rot.dtype != _COMPLEX[wdt]:
+        rot = torch.complex(cos.to(wdt), sin.to(wdt))         # [..., N, P]
     out = torch.view_as_real(torch.view_as_complex(pairs) * rot)  # [..., N, P, 2]
     return out.flatten(-2).to(x.dtype)                        # [..., N, hd]
 

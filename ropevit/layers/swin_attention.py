@@ -26,11 +26,13 @@ class WindowRope(NamedTuple):
     ``coords``: ``[ws*ws, 2]`` window-local ``(x, y)``. ``cos``/``sin``: the block's
     table, ``[ws*ws, P]`` (axial, shared by the stage) or ``[nh, ws*ws, P]`` (mixed, made
     by the stage from the block's frequencies); None for a mixed block called on its own,
-    which then builds its table from ``coords`` and its ``rope_freqs``.
+    which then builds its table from ``coords`` and its ``rope_freqs``. ``rot``: their
+    complex ``rope_rotation``, made once by the stage (None while ``torch.compile`` traces).
     """
     coords: torch.Tensor
     cos: Optional[torch.Tensor] = None
     sin: Optional[torch.Tensor] = None
+    rot: Optional[torch.Tensor] = None
 
 
 def relative_position_index(window_size: int, *, device: Optional[torch.device] = None) -> torch.Tensor:
@@ -103,14 +105,15 @@ class WindowMSA(nn.Module):
             return qkv.unbind(0)                                             # [B_, nh, N, hd] each
         if rope is None:
             raise ValueError(f'rope={self.rope!r} attention needs the window coordinates')
+        rot = None
         if rope.cos is not None:
-            cos, sin = rope.cos, rope.sin                                    # [N, P] or [nh, N, P]
+            cos, sin, rot = rope.cos, rope.sin, rope.rot                     # [N, P] or [nh, N, P]
         elif self.rope == 'mixed':
             cos, sin = rope_cos_sin(self.rope_freqs, rope.coords)           # [nh, N, P]
         else:
             raise ValueError('rope="axial" attention needs the stage\'s (cos, sin) table')
         # q and k in one call: one pass, half the launches.
-        q, k = apply_rope(qkv[:2], cos, sin).unbind(0)                       # [B_, nh, N, hd] each
+        q, k = apply_rope(qkv[:2], cos, sin, rot).unbind(0)                  # [B_, nh, N, hd] each
         return q, k, qkv[2]
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,

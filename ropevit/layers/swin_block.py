@@ -12,7 +12,7 @@ import torch.utils.checkpoint as cp
 from timm.layers import DropPath
 from torch import nn
 
-from .rope import RopeType, axial_frequencies, grid_coords, is_compiling, rope_cos_sin
+from .rope import RopeType, axial_frequencies, grid_coords, is_compiling, rope_cos_sin, rope_rotation
 from .swin_attention import ShiftWindowMSA, WindowRope
 from .window import shifted_window_mask
 
@@ -196,7 +196,7 @@ class SwinStage(nn.Module):
         coords = grid_coords(self.window_size, self.window_size, device=device)  # [ws*ws, 2]
         if self.rope == 'axial':
             cos, sin = rope_cos_sin(self.axial_freqs, coords)                     # [ws*ws, P]
-            return WindowRope(coords, cos, sin)
+            return WindowRope(coords, cos, sin, None if is_compiling() else rope_rotation(cos, sin))
         return WindowRope(coords)
 
     def attention_masks(self, hw: tuple[int, int], device: torch.device, dtype: torch.dtype
@@ -234,14 +234,17 @@ class SwinStage(nn.Module):
 
         Axial: the stage's cached table, shared. Mixed: the blocks' learnable frequencies
         stacked, so one ``rope_cos_sin`` call per stage and forward builds every block's
-        ``[nh, ws*ws, P]`` table (gradients flow back to each block's ``rope_freqs``).
+        ``[nh, ws*ws, P]`` table (gradients flow back to each block's ``rope_freqs``), and
+        one ``rope_rotation`` call their complex form.
         """
         rope = self.window_rope(device)
         if rope is None or self.rope == 'axial':
             return [rope] * len(self.blocks)
         freqs = torch.stack([blk.attn.w_msa.rope_freqs for blk in self.blocks], 1)  # [2, D, nh, P]
         cos, sin = rope_cos_sin(freqs, rope.coords)                                 # [D, nh, N, P] each
-        return [WindowRope(rope.coords, cos[i], sin[i]) for i in range(len(self.blocks))]
+        rot = None if is_compiling() else rope_rotation(cos, sin)                   # [D, nh, N, P] complex
+        return [WindowRope(rope.coords, cos[i], sin[i], None if rot is None else rot[i])
+                for i in range(len(self.blocks))]
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]
                 ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor, tuple[int, int]]:

@@ -74,7 +74,7 @@ class ViTBlock(nn.Module):
         Args:
             x: ``[B, npt + H*W, C]`` (``npt = num_prefix_tokens``; 0 for window blocks).
             hw: patch grid ``(H, W)``.
-            rope: ``(cos, sin)`` for this block's attention grid: ``H x W`` (global) or
+            rope: ``(cos, sin[, rot])`` for this block's attention grid: ``H x W`` (global) or
                 ``ws x ws`` (window; window-local coordinates, RoPE being relative).
             key_mask: window blocks: ``[nW, 1, 1, ws*ws]`` bool, False on padding.
 

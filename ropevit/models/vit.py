@@ -263,7 +263,10 @@ class RoPEViT(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def _rope_tables(self, hw: tuple[int, int], device: torch.device) -> list[Optional[tuple]]:
-        """One ``(cos, sin)`` per block, computed once per distinct grid (outside the block loop)."""
+        """One ``(cos, sin, rot)`` per block, computed once per distinct grid (outside the block loop).
+
+        Global blocks' tables cover the prefix tokens too (identity rows first).
+        """
         if self.rope is None:
             return [None] * self.depth
         per_block: list[Optional[tuple]] = [None] * self.depth
@@ -272,9 +275,14 @@ class RoPEViT(nn.Module):
             ws = self._block_window(i)
             groups.setdefault((ws, ws) if ws else tuple(hw), []).append(i)
         for grid, ids in groups.items():
-            cos, sin = self.rope.tables(grid, device, ids)
+            # Global blocks see the prefix tokens: their tables carry identity rows for them.
+            npt = 0 if self._block_window(ids[0]) else self.num_prefix_tokens
+            cos, sin, rot = self.rope.rotation_tables(grid, device, ids, num_prefix_tokens=npt)
             for j, i in enumerate(ids):
-                per_block[i] = (cos, sin) if self.rope_type == 'axial' else (cos[j], sin[j])
+                if self.rope_type == 'axial':
+                    per_block[i] = (cos, sin, rot)
+                else:
+                    per_block[i] = (cos[j], sin[j], None if rot is None else rot[j])
         return per_block
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
