@@ -159,6 +159,9 @@ def vit_vs_timm(results: Results, cfg: BenchConfig, *, archs: Sequence[ArchSpec]
             if proposed and rope != 'none':
                 timed.append(_proposed(ours, f'RoPEViT-{short} {rope} {PROPOSED_TAG}'))
                 parity.append(Parity(timed[-1].label, f'RoPEViT-{short} {rope}', atol))
+        results.notes.append(f'[{suite}] kernel ops per forward (ATen ops that make a tensor, views excluded; '
+                             f'each is a GPU kernel launch), at {size_str(sizes[0])}: '
+                             + kernel_ops_per_forward(timed, sizes[0], cfg.device))
         for size in sizes:
             run_group(results, cfg, suite, timed, size, parity=parity, references=refs)
             x = torch.randn(cfg.batch, 3, *size, device=cfg.device)
@@ -424,7 +427,7 @@ def swin_vs_mmdet(results: Results, cfg: BenchConfig, *, arch: Optional[dict] = 
     ref_name = 'mmdet' if use_mmdet else 'mmdet-math'
     results.notes.append(f'[{suite}] kernel ops per forward (ATen ops that make a tensor, views excluded; '
                          f'each is a GPU kernel launch, what batch-1 GPU time follows), at '
-                         f'{size_str(sizes[0])}: ' + swin_kernel_ops(contenders, sizes[0], cfg.device))
+                         f'{size_str(sizes[0])}: ' + kernel_ops_per_forward(contenders, sizes[0], cfg.device))
     for size in sizes:
         rows = run_group(results, cfg, suite, contenders, size, parity=parity)
         big = size[0] * size[1] >= 800 * 1333
@@ -445,7 +448,7 @@ def swin_vs_mmdet(results: Results, cfg: BenchConfig, *, arch: Optional[dict] = 
     _free(cfg)
 
 
-def swin_kernel_ops(contenders: Sequence[Contender], size: Size, device: torch.device) -> str:
+def kernel_ops_per_forward(contenders: Sequence[Contender], size: Size, device: torch.device) -> str:
     """``'label N, ...'``: kernel ops of one warm fp32 forward of each contender."""
     x = torch.randn(1, 3, *size, device=device)
     counts = []
