@@ -220,6 +220,21 @@ def test_prefix_identity_rows_equal_the_sliced_rotation(rope):
                                attn(x, (cos0, sin0), num_prefix_tokens=npt), atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize('model', ['vit', 'swin'])
+def test_tables_cached_under_inference_mode_do_not_reach_a_training_step(model):
+    """A validation pass under torch.inference_mode, then a training step at the same size:
+    cached tables (and their complex rotation, which autograd saves) must not be inference tensors."""
+    from ropevit.models.swin import RoPESwin
+    m = (RoPEViT(arch=dict(embed_dims=32, depth=2, num_heads=2), rope='axial') if model == 'vit' else
+         RoPESwin(arch=dict(embed_dims=16, depths=(2,), num_heads=(2,)), rope='axial', window_size=4,
+                  out_indices=(0,)))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        m(x)
+    sum(o.sum() for o in m(x)).backward()
+    assert all(p.grad is not None for n, p in m.named_parameters() if 'qkv.weight' in n)
+
+
 def test_bf16_autocast_forward_uses_float32_tables():
     m = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=2), rope='mixed').eval()
     tables = []

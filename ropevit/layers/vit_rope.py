@@ -49,6 +49,8 @@ class VisionRoPE(nn.Module):
             # Traced as constants instead: a cache filled by the first compiled call would
             # fail Dynamo's guard on the second and recompile the whole backbone.
             return build()
+        # Tensors made under inference_mode cannot be saved for backward later: keyed apart.
+        key = key + (torch.is_inference_mode_enabled(),)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
