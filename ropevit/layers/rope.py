@@ -33,8 +33,8 @@ from typing import Literal, Optional
 import torch
 
 RopeType = Literal['axial', 'mixed', 'none']
-_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 ROPE_TYPES: tuple[str, ...] = ('axial', 'mixed', 'none')
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}  # rotation dtype per real one
 
 
 def check_rope_args(rope: str, head_dim: int) -> None:
@@ -154,7 +154,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     which Inductor fuses (it has no complex code generation).
 
     Args:
-        x: ``[..., N, hd]`` queries or keys of patch tokens only (e.g. ``[B, nh, N, hd]``).
+        x: ``[..., N, hd]`` queries or keys (e.g. ``[B, nh, N, hd]``) of the ``N`` tokens
+            the tables have rows for (patch tokens, or prefix + patch tokens when the
+            tables start with identity rows).
         cos, sin: ``[N, P]`` or ``[nh, N, P]`` (broadcast over batch), ``P = hd // 2``.
         rot: optional ``rope_rotation(cos, sin)``, used in eager mode when its precision
             is the one the rotation is computed in (complex64 unless ``x`` is float64).
