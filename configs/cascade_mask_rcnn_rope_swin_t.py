@@ -6,11 +6,14 @@ pretrained = ''
 model = dict(
     backbone=dict(
         _delete_=True, type='RoPESwin', arch='tiny', rope='mixed', window_size=7, drop_path_rate=0.2,
-        out_indices=(0, 1, 2, 3), with_cp=False, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        window_rule='original',  # as the naver RoPE-Swin ImageNet weights were trained (README)
+        out_indices=(0, 1, 2, 3), with_cp=False,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 384, 768]))
 
 optim_wrapper = dict(
     type='OptimWrapper',
+    constructor='RoPEOptimWrapperConstructor',   # keys compose; position parameters never decayed
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(custom_keys={
         'relative_position_bias_table': dict(decay_mult=0.),

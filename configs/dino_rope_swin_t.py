@@ -6,7 +6,16 @@ pretrained = ''
 model = dict(
     backbone=dict(
         _delete_=True, type='RoPESwin', arch='tiny', rope='mixed', window_size=7, drop_path_rate=0.2,
-        out_indices=(1, 2, 3), with_cp=False, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        window_rule='original',  # as the naver RoPE-Swin ImageNet weights were trained (README)
+        out_indices=(1, 2, 3), with_cp=False,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[192, 384, 768]))
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
-    'backbone': dict(lr_mult=0.1), 'rope_freqs': dict(decay_mult=0.), 'norm': dict(decay_mult=0.)}))
+# Backbone at 0.1x lr (mmdet's DINO); no weight decay on norms (every norm layer, by type), relative
+# position bias tables and RoPE frequencies, which keep the backbone's lr. RoPEOptimWrapperConstructor
+# composes the keys (mmengine's default applies only the longest matching one: configs/README.md).
+optim_wrapper = dict(
+    constructor='RoPEOptimWrapperConstructor',
+    paramwise_cfg=dict(
+        norm_decay_mult=0.,
+        custom_keys={'backbone': dict(lr_mult=0.1), 'relative_position_bias_table': dict(decay_mult=0.),
+                     'rope_freqs': dict(decay_mult=0.)}))

@@ -19,7 +19,7 @@ model = dict(
         bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=crop_size, test_cfg=dict(size_divisor=32)),
     backbone=dict(
         type='RoPESwin', arch='tiny', rope='mixed', window_size=7, drop_path_rate=0.3, out_indices=(0, 1, 2, 3),
-        with_cp=False, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        window_rule='original', with_cp=False, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(
         type='Mask2FormerHead',
         in_channels=[96, 192, 384, 768],
@@ -91,20 +91,23 @@ train_pipeline = [
 ]
 train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
 
-# AdamW, backbone at 0.1x lr; no weight decay on norms, queries, level embeddings, position parameters.
-backbone_no_decay = dict(lr_mult=0.1, decay_mult=0.0)
-no_decay = dict(lr_mult=1.0, decay_mult=0.0)
+# AdamW, backbone at 0.1x lr; no weight decay on norms (every norm layer, backbone included),
+# queries, level embeddings, position parameters. RoPEOptimWrapperConstructor composes the keys with
+# norm_decay_mult (mmengine's default lets the 'backbone' key switch norm_decay_mult off for the
+# backbone: configs/README.md); RoPE frequencies and bias tables keep the backbone's 0.1x lr.
+no_decay = dict(decay_mult=0.0)
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    constructor='RoPEOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
     clip_grad=dict(max_norm=0.01, norm_type=2),
     paramwise_cfg=dict(
         norm_decay_mult=0.0,
         custom_keys={
-            'backbone': dict(lr_mult=0.1, decay_mult=1.0),
-            'rope_freqs': backbone_no_decay,
-            'relative_position_bias_table': backbone_no_decay,
+            'backbone': dict(lr_mult=0.1),
+            'rope_freqs': no_decay,
+            'relative_position_bias_table': no_decay,
             'query_embed': no_decay,
             'query_feat': no_decay,
             'level_embed': no_decay}))

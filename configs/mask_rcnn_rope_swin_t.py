@@ -15,6 +15,7 @@ model = dict(
         arch='tiny',              # 96 / [2, 2, 6, 2] / [3, 6, 12, 24]
         rope='mixed',             # learnable frequencies per block and head (init theta 10)
         window_size=7,
+        window_rule='original',   # as the naver RoPE-Swin ImageNet weights were trained (README)
         drop_path_rate=0.2,
         out_indices=(0, 1, 2, 3),
         with_cp=False,
@@ -22,7 +23,9 @@ model = dict(
     neck=dict(in_channels=[96, 192, 384, 768]))
 
 # AdamW as in mmdet's Swin configs; no weight decay on norms, position parameters and RoPE frequencies.
+# RoPEOptimWrapperConstructor: keys compose and position parameters are never decayed (configs/README.md).
 optim_wrapper = dict(
+    constructor='RoPEOptimWrapperConstructor',
     paramwise_cfg=dict(custom_keys={
         'absolute_pos_embed': dict(decay_mult=0.),
         'relative_position_bias_table': dict(decay_mult=0.),

@@ -17,6 +17,7 @@ model = dict(
         arch='tiny',               # 96 / [2, 2, 6, 2] / [3, 6, 12, 24]
         rope='mixed',
         window_size=7,
+        window_rule='original',    # as the naver RoPE-Swin ImageNet weights were trained (README)
         drop_path_rate=0.3,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
@@ -28,6 +29,7 @@ model = dict(
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    constructor='RoPEOptimWrapperConstructor',   # keys compose; position parameters never decayed
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=dict(custom_keys={
         'absolute_pos_embed': dict(decay_mult=0.),

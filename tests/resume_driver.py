@@ -1,16 +1,26 @@
-"""Runs a training script in this process with a SIGKILL armed at a chosen point (used by test_resume.py).
+"""Runs a training script in this process with a SIGKILL armed at a chosen point, and records what it
+trained on. Used by test_resume.py and test_distributed.py directly, and through tests/demo_helpers.py
+(``demo.train``) by test_resume.py, test_amp.py, test_distributed.py and test_bad_input.py.
 
-    python tests/resume_driver.py [--kill SPEC] [--no-fix] [--record FILE] SCRIPT [ARGS...]
+    python tests/resume_driver.py [--kill SPEC] [--no-fix] [--record FILE] [--rope-report FILE] SCRIPT [ARGS...]
 
-SCRIPT is ``toy`` (a tiny mmengine Runner defined below, ARGS: WORK_DIR [--resume] [--max-keep N]) or a
-path such as ``tools/train.py`` (run as ``__main__`` with ARGS as its argv).
+SCRIPT is ``toy`` (a tiny mmengine Runner defined below; ARGS: WORK_DIR [--resume] [--max-keep N]
+[--launcher none|pytorch|slurm] [--batch-size N] [--max-iters N] [--accum N] [--dropout P] [--by-epoch])
+or a path such as ``tools/train.py`` (run as ``__main__`` with ARGS as its argv).
 
 --kill iter:K          SIGKILL right after training iteration K finished (after its checkpoint, if any).
 --kill write:NAME:N    SIGKILL during the N-th write of a file whose name contains NAME, after half of the
                        first chunk is on disk (models a kill while a checkpoint or the pointer is written).
 --no-fix               undo ropevit.mm.reliability (plain MMEngine), to show each fix is needed.
---record FILE          append "iter sample-indices" for every trained iteration (data order).
+--record FILE          append "iter sample-indices" for every trained iteration (data order); each rank
+                       of a distributed run appends its own line.
 --rope-report FILE     append "cos-dtype sin-dtype autocast-on" for every RoPE table the backbones build.
+
+Runs started without this driver (``tools/dist_train.sh``) record the same lines with the
+``RecordBatchesHook`` defined here, imported by a config (tests/ on ``PYTHONPATH``)::
+
+    custom_imports = dict(imports=['ropevit.mm', 'resume_driver'], allow_failed_imports=False)
+    custom_hooks = [dict(type='RecordBatchesHook', record='/path/to/order.txt')]
 """
 from __future__ import annotations
 
@@ -20,6 +30,9 @@ import os
 import runpy
 import signal
 import sys
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -85,29 +98,40 @@ def report_rope_tables(path: str) -> None:
             mod.rope_cos_sin = recording
 
 
+@HOOKS.register_module(force=True)  # force: registered again when a config imports this module
+class RecordBatchesHook(Hook):
+    """Appends ``"<iter> <id>,<id>,..."`` to ``record`` before every training iteration: the toy data's
+    sample indices, or the ``img_id`` of each detection sample. One line per rank and iteration."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, record: str) -> None:
+        self.record = str(record)
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        with open(self.record, 'a') as f:  # one short append per line: ranks do not interleave
+            f.write(f'{runner.iter} {_indices(data_batch)}\n')
+
+
 def extra_hooks(kill_iter: int | None, record: str | None):
-    from mmengine.hooks import Hook
-
-    class KillAndRecord(Hook):
+    class Kill(Hook):
         priority = 'LOWEST'  # after CheckpointHook (VERY_LOW) in after_train_iter
-
-        def before_train_iter(self, runner, batch_idx, data_batch=None):
-            if record:
-                with open(record, 'a') as f:
-                    f.write(f'{runner.iter} {_indices(data_batch)}\n')
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             if kill_iter is not None and runner.iter + 1 == kill_iter:
                 _die()
 
-    return [KillAndRecord()]
+    return ([RecordBatchesHook(record)] if record else []) + [Kill()]
 
 
 def _indices(data_batch) -> str:
     if isinstance(data_batch, dict) and 'idx' in data_batch:  # toy data
         return ','.join(str(int(i)) for i in data_batch['idx'])
     samples = data_batch.get('data_samples', []) if isinstance(data_batch, dict) else []
-    return ','.join(str(s.metainfo.get('img_id', s.metainfo.get('img_path', '?'))) for s in samples)
+    ids = [s.metainfo.get('img_id', s.metainfo.get('img_path')) for s in samples]
+    if not ids or None in ids:
+        raise ValueError(f'RecordBatchesHook: a batch without sample ids (img_id / img_path): {data_batch!r:.300}')
+    return ','.join(str(i) for i in ids)
 
 
 def toy_main(argv: list[str]) -> None:

@@ -3,8 +3,9 @@
 The RoPE (cos, sin) tables must stay float32: angles reach ``x * f`` with x up to the grid size, and
 bf16 keeps 8 mantissa bits, so a bf16 angle near 60 rad is off by up to 0.125 rad. The tests record
 every table the backbone builds during a bf16-autocast forward/backward, and train through
-MMEngine's AmpOptimWrapper with finite losses. The demo config with ``tools/train.py --amp`` is in
-test_amp_demo.py.
+MMEngine's AmpOptimWrapper with finite losses. The demo detector through ``tools/train.py --amp``
+(run by tests/resume_driver.py, which records the tables) is the last CPU test of this file,
+test_demo_detector_trains_with_amp_on_cpu; the CUDA variants at the end run only with a GPU.
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The torch >= 2.6 checkpoint fix (ropevit.mm.compat) and the registration layer."""
+"""The torch >= 2.6 checkpoint fix (ropevit.mm.compat): mmengine's own checkpoints load with
+``weights_only=True`` kept, mmengine's local-file loader is routed through
+ropevit.checkpoint.io.load_checkpoint_file (refused and broken files say why), and resume works."""
+import json
 import os
 import subprocess
 import sys
@@ -47,20 +50,33 @@ def test_mmengine_checkpoint_round_trip(tmp_path):
 
 
 def test_fix_is_needed_without_ropevit(tmp_path):
-    """Plain mmengine on this torch cannot read its own checkpoint: the fix is load-bearing."""
+    """Plain mmengine on this torch cannot read its own checkpoint: the fix is load-bearing.
+
+    What fails is torch's weights-only unpickler (torch >= 2.6 default) refusing the first numpy
+    object in ``meta``, not anything else (a missing file, a broken pickle would fail differently)."""
     path = tmp_path / 'ckpt.pth'
     _mmengine_style_checkpoint(path)
     code = textwrap.dedent(f"""
+        import json, pickle, sys
         from mmengine.runner.checkpoint import _load_checkpoint
         try:
             _load_checkpoint({str(path)!r}, map_location='cpu')
-        except Exception as e:
-            print('FAILED', type(e).__name__)
+        except BaseException as e:
+            print(json.dumps(dict(type=type(e).__module__ + '.' + type(e).__qualname__,
+                                  unpickling=isinstance(e, pickle.UnpicklingError), message=str(e),
+                                  ropevit=any(m.startswith('ropevit') for m in sys.modules))))
         else:
-            print('LOADED')
+            print(json.dumps(dict(type=None)))
     """)
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT).stdout
-    assert 'FAILED' in out, out
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got['type'] == '_pickle.UnpicklingError' and got['unpickling'], got
+    assert not got['ropevit'], 'the subprocess must run plain mmengine'
+    msg = got['message']
+    assert msg.startswith('Weights only load failed.'), msg
+    # The numpy scalar seed in meta is the first object outside torch's default allowlist.
+    assert 'Unsupported global: GLOBAL numpy._core.multiarray.scalar' in msg, msg
 
 
 class _Payload:
@@ -99,6 +115,8 @@ def test_runner_resume_restores_state(tmp_path):
     from mmengine.runner import Runner
 
     class Toy(BaseModel):
+        steps = 0  # training steps taken, over all instances
+
         def __init__(self):
             super().__init__()
             self.linear = nn.Linear(2, 1)
@@ -106,6 +124,7 @@ def test_runner_resume_restores_state(tmp_path):
         def forward(self, inputs, labels=None, mode='tensor'):
             out = self.linear(torch.stack(inputs) if isinstance(inputs, list) else inputs)
             if mode == 'loss':
+                Toy.steps += 1
                 return {'loss': ((out.squeeze(-1) - torch.stack(labels).float()) ** 2).mean()}
             return out
 
@@ -133,9 +152,11 @@ def test_runner_resume_restores_state(tmp_path):
     state = {k: v.clone() for k, v in first.model.state_dict().items()}
     opt_state = first.optim_wrapper.optimizer.state_dict()['state']
     # Same schedule, resumed: the loop has nothing left to do, so what we see is what was restored.
+    assert Toy.steps == 2
     second = make_runner(tmp_path, 2, True)
     second.train()
-    assert second.iter == 2
+    # Restored, not retrained: a run that silently started afresh would take 2 steps here.
+    assert second.iter == 2 and Toy.steps == 2
     for k, v in state.items():
         torch.testing.assert_close(second.model.state_dict()[k], v)
     resumed = second.optim_wrapper.optimizer.state_dict()['state']

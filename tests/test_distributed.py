@@ -9,7 +9,8 @@ What is compared, and why it must be equal:
   there is no batch-coupled layer (BN) and no random draw in the step (dropout 0). Then every
   weight, the AdamW moments and the step counter agree to float tolerance after 6 iterations.
 
-The demo detector through tools/dist_train.sh is in test_distributed_demo.py.
+The demo detector through tools/dist_train.sh (2 ranks against gradient accumulation in one process)
+is the last test of this file, test_demo_detector_dist_train_matches_single_process.
 """
 from __future__ import annotations
 
@@ -128,20 +129,43 @@ def test_demo_detector_dist_train_matches_single_process(tmp_path):
     accumulation averages per-image-normalised losses exactly as DDP does. The samplers are set to keep
     every candidate, drop-path and flip are off and the lr is constant, so a step draws no random
     numbers (each rank would otherwise draw from its own copy of the seeded stream). Compared: the
-    image ids each optimizer step used, every weight, AdamW moments and step count of the final
-    checkpoint (saved by rank 0).
+    image ids each optimizer step used (recorded per rank by tests/resume_driver.py's RecordBatchesHook,
+    which a config adds to the dist_train.sh run), every weight, AdamW moments and step count of the
+    final checkpoint (saved by rank 0).
     """
+    import json
+
     import demo_helpers as demo
     data = demo.make_coco(tmp_path / 'data')
     config = demo.tiny_config(tmp_path, data, batch_size=1, max_epochs=2, deterministic_step=True)
     single = demo.train(config, tmp_path / 'single', ['optim_wrapper.accumulative_counts=2'],
                         record=tmp_path / 'single.txt')
     assert single.returncode == 0, single.stderr[-3000:]
-    dist = demo.run(['bash', demo.DIST_TRAIN, config, '2', '--work-dir', tmp_path / 'dist'], timeout=200,
-                    PORT=str(free_port()))  # dist_train.sh's variable for the rendezvous port
+    recording = tmp_path / 'tiny_demo_recording.py'   # dist_train.sh runs train.py without the driver
+    recording.write_text(f"_base_ = {str(config)!r}\n"
+                         f"custom_imports = dict(imports=['ropevit.mm', 'resume_driver'], "
+                         f"allow_failed_imports=False)\n"
+                         f"custom_hooks = [dict(type='RecordBatchesHook', record={str(tmp_path / 'dist.txt')!r})]\n")
+    dist = demo.run(['bash', demo.DIST_TRAIN, recording, '2', '--work-dir', tmp_path / 'dist'], timeout=200,
+                    PORT=str(free_port()),  # dist_train.sh's variable for the rendezvous port
+                    PYTHONPATH=os.pathsep.join([os.path.join(ROOT, 'tests'), ROOT, os.environ.get('PYTHONPATH', '')]))
     log = dist.stdout + dist.stderr
     assert dist.returncode == 0, log[-4000:]
     assert 'Distributed launcher: pytorch' in log and 'GPU number: 2' in log
+
+    # Image ids per optimizer step: micro-steps 2k, 2k+1 of the single run against iteration k of the
+    # two ranks; each epoch (2 optimizer steps) sees every training image once, none twice.
+    images = json.loads((data / 'annotations' / 'instances_train2017.json').read_text())['images']
+    train_ids = sorted(str(im['id']) for im in images)
+    one, two = demo.records(tmp_path / 'single.txt'), demo.records(tmp_path / 'dist.txt')
+    assert sorted(i for i, _ in one) == list(range(8)), one        # 2 epochs x 4 images, batch 1
+    assert sorted(i for i, _ in two) == sorted(2 * list(range(4))), two  # 4 iterations x 2 ranks
+    assert all(len(ids.split(',')) == 1 for _, ids in one + two)
+    step_single = {k: sorted(ids for i, ids in one if i // 2 == k) for k in range(4)}
+    step_dist = {k: sorted(ids for i, ids in two if i == k) for k in range(4)}
+    assert step_dist == step_single, (step_dist, step_single)
+    for epoch in (0, 1):
+        assert sorted(step_dist[2 * epoch] + step_dist[2 * epoch + 1]) == train_ids, (epoch, step_dist)
     a = load_checkpoint_file(tmp_path / 'single' / 'epoch_2.pth')
     b = load_checkpoint_file(tmp_path / 'dist' / 'epoch_2.pth')
     assert a['meta']['iter'] == 2 * b['meta']['iter'] == 8  # 8 micro-steps = 4 optimizer steps of 2 images

@@ -154,16 +154,19 @@ def _load(path: str):
 
 @pytest.mark.parametrize('name', sorted(MM_CONFIGS))
 def test_plugin_config_is_the_mm_config_with_a_backbone_swap(name, tmp_path):
-    """Everything but ``custom_imports`` and three backbone keys equals the mm-series config."""
+    """Everything but ``custom_imports``, a few backbone keys and the optimizer's constructor equals
+    the mm-series config: the recipe's lr, weight decay and custom_keys are inherited unchanged."""
     ours = _load(os.path.join(PLUGIN_CONFIGS, name)).to_dict()
     base_file = tmp_path / 'base.py'
     base_file.write_text(f'_base_ = {MM_CONFIGS[name]!r}\n')
     theirs = _load(str(base_file)).to_dict()
     assert ours.pop('custom_imports') == dict(imports=['ropevit.mm'], allow_failed_imports=False)
+    assert ours['optim_wrapper'].pop('constructor') == 'RoPEOptimWrapperConstructor'
+    assert 'constructor' not in theirs['optim_wrapper']
     ours_backbone, theirs_backbone = ours['model'].pop('backbone'), theirs['model'].pop('backbone')
     assert ours == theirs
     changed = {k for k in set(ours_backbone) | set(theirs_backbone) if ours_backbone.get(k) != theirs_backbone.get(k)}
-    assert changed <= {'type', 'rope', 'init_cfg'}
+    assert changed <= {'type', 'rope', 'window_rule', 'init_cfg'}
     assert ours_backbone['type'] == 'RoPESwin' and theirs_backbone['type'] == 'SwinTransformer'
 
 

@@ -5,7 +5,8 @@ Each run is a real subprocess (tests/resume_driver.py) killed with SIGKILL at a 
 toy runner has dropout (every step draws from torch's generator, as mmdet's RPN/RoI samplers do), a
 shuffled DefaultSampler whose epoch ends mid-run, validation every 3 iterations and checkpoints every
 2, so data order, RNG state, optimizer and scheduler all have to come back for the weights to match.
-The same with the demo detector config through tools/train.py is in test_resume_demo.py.
+The same with the demo detector config through tools/train.py (tests/demo_helpers.py) is the last test
+of this file, test_demo_detector_sigkill_then_resume_matches_uninterrupted.
 """
 from __future__ import annotations
 
@@ -155,8 +156,12 @@ def test_kill_while_writing_checkpoint_plain_mmengine_breaks_resume(tmp_path):
     names = sorted(os.listdir(work))
     assert 'iter_4.pth' in names and 'iter_2.pth' not in names, names
     assert not reliability.is_readable_checkpoint(str(work / 'iter_4.pth'))
-    with pytest.raises(Exception):  # the error type is checked in test_bad_input.py
+    # What --resume would hit on that file: ropevit's loader names it and the likely cause.
+    with pytest.raises(RuntimeError) as e:
         load_checkpoint_file(work / 'iter_4.pth')
+    assert type(e.value) is RuntimeError  # not UnsafeCheckpointError (a subclass): nothing was refused
+    assert str(e.value).startswith(f'could not read checkpoint {work / "iter_4.pth"} '
+                                   f'(truncated or not a torch checkpoint): '), str(e.value)
     picked = _plain_mmengine_pick(work)
     assert picked == str(work / 'iter_2.pth') and not os.path.exists(picked)
     # ropevit's pick skips both: no readable checkpoint is left, so it says so and starts afresh.

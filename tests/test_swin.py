@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ropevit.layers import swin_attention
-from ropevit.layers.rope import apply_rope, axial_frequencies, grid_coords, rope_cos_sin
+from ropevit.layers.rope import grid_coords
 from ropevit.models.swin import SWIN_ARCHS, RoPESwin
 
 TINY = dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])
@@ -56,61 +56,12 @@ def test_parity_with_mmdet_swin_tiny_preset():
     assert max((e - g).abs().max().item() for e, g in zip(expected, got)) <= 1e-5
 
 
-# ----------------------------------------------------------------------------- reference attention
-def _reference_attention(attn, x: torch.Tensor, hw: tuple[int, int], axial_theta=None) -> torch.Tensor:
-    """Independent (Sh)W-MSA: no padding, rolls, masks or windows. Shifted windows are
-    windows offset by ``shift`` on the image, cut at its borders; each group of real
-    tokens attends within itself, with RoPE at absolute image coordinates (and the bias
-    table indexed by absolute offsets)."""
-    w = attn.w_msa
-    ws, s = attn.window_size, attn.shift_size
-    b, n, c = x.shape
-    h, wd = hw
-    nh, hd = w.num_heads, w.head_dim
-    q, k, v = w.qkv(x).reshape(b, n, 3, nh, hd).permute(2, 0, 3, 1, 4)     # [B, nh, N, hd]
-    coords = grid_coords(h, wd)                                              # [N, 2] (x, y)
-    if w.rope == 'mixed':
-        cos, sin = rope_cos_sin(w.rope_freqs, coords)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    elif w.rope == 'axial':
-        cos, sin = rope_cos_sin(axial_frequencies(hd, axial_theta), coords)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    xs, ys = coords[:, 0].long(), coords[:, 1].long()
-    group = torch.div(ys - s, ws, rounding_mode='floor') * 10_000 + torch.div(xs - s, ws, rounding_mode='floor')
-    out = torch.zeros(b, nh, n, hd)
-    for g in group.unique():
-        idx = (group == g).nonzero().flatten()
-        scores = q[:, :, idx] @ k[:, :, idx].transpose(-1, -2) * w.scale        # [B, nh, n_g, n_g]
-        if w.use_rpb:
-            dy = ys[idx][:, None] - ys[idx][None, :] + ws - 1
-            dx = xs[idx][:, None] - xs[idx][None, :] + ws - 1
-            table = w.relative_position_bias_table                               # [(2ws-1)^2, nh]
-            scores = scores + table[dy * (2 * ws - 1) + dx].permute(2, 0, 1)
-        out[:, :, idx] = scores.softmax(-1) @ v[:, :, idx]
-    return w.proj(out.transpose(1, 2).reshape(b, n, c))
-
-
+# ----------------------------------------------------------------------------- window attention laws
+# (The float64 reference of the attention itself, written from the formulas, is in
+# tests/test_swin_reference.py; the original RoPE-Swin forward in tests/test_swin_original.py.)
 def _stage_inputs(model: RoPESwin, stage: int, x: torch.Tensor, hw):
     st = model.stages[stage]
     return st, st.attention_masks(hw, x.device, x.dtype), st.window_rope(x.device)
-
-
-@pytest.mark.parametrize('rope,use_rpb', [('mixed', False), ('axial', False), ('mixed', True), ('none', True)])
-@pytest.mark.parametrize('hw', [(13, 10), (8, 8), (3, 5)])
-def test_window_attention_equals_reference(rope, use_rpb, hw):
-    # Covers: shift mask, padding mask, window-local RoPE == RoPE at absolute positions
-    # restricted to the window (relative law), bias-table indexing.
-    model = RoPESwin(arch=TINY, rope=rope, use_rpb=use_rpb, window_size=4).eval()
-    for p in model.parameters():
-        if p.dim() == 2 and p.shape[1] <= 8:      # bias tables: non-zero
-            p.data.normal_()
-    x = torch.randn(2, hw[0] * hw[1], 64)
-    st, masks, rope_in = _stage_inputs(model, 1, x, hw)
-    for blk in st.blocks:
-        with torch.no_grad():
-            got = blk.attn(x, hw, masks[blk.attn.shift_size > 0], rope_in)
-            exp = _reference_attention(blk.attn, x, hw, axial_theta=model.rope_theta)
-        assert (got - exp).abs().max().item() < 1e-5, blk.attn.shift_size
 
 
 def test_padding_values_do_not_change_real_tokens(monkeypatch):
@@ -139,38 +90,14 @@ def test_padding_values_do_not_change_real_tokens(monkeypatch):
     assert not torch.allclose(run(False), clean[False], atol=1e-3)   # mmdet mode: padding leaks
 
 
-def test_padding_does_not_change_model_outputs():
-    # A 25 x 23 token grid with ws=8 is padded to 32 x 24. With padding masked, a one-stage
-    # model equals the block-by-block reference that never pads (its attention only sees
-    # the real tokens of each, possibly shifted, window).
-    model = RoPESwin(arch=dict(embed_dims=32, depths=[2], num_heads=[2]), window_size=8,
-                     out_indices=(0,)).eval()
-    x = torch.randn(1, 3, 100, 92)                                   # 25 x 23 tokens
-    with torch.no_grad():
-        got = model(x)[0]
-        t, hw = model.patch_embed(x)
-        for blk in model.stages[0].blocks:
-            t = t + _reference_attention(blk.attn, blk.norm1(t), hw)
-            t = t + blk.ffn(blk.norm2(t))
-        exp = model.norm0(t).view(1, *hw, -1).permute(0, 3, 1, 2)
-    assert (got - exp).abs().max().item() < 1e-5
-
-
-def test_larger_window_at_inference_equals_reference():
+def test_larger_window_at_inference_loads_and_runs():
     trained = RoPESwin(arch=TINY, window_size=7)
     bigger = RoPESwin(arch=TINY, window_size=12).eval()
     bigger.load_state_dict(trained.state_dict(), strict=True)          # RoPE: no table to resize
-    x = torch.randn(1, 3, 130, 98)
     with torch.no_grad():
-        outs = bigger(x)
+        outs = bigger(torch.randn(1, 3, 130, 98))
     assert [tuple(o.shape[-2:]) for o in outs] == [(33, 25), (17, 13), (9, 7), (5, 4)]
-    hw = (17, 13)
-    t = torch.randn(1, hw[0] * hw[1], 64)
-    st, masks, rope_in = _stage_inputs(bigger, 1, t, hw)
-    for blk in st.blocks:
-        with torch.no_grad():
-            got = blk.attn(t, hw, masks[blk.attn.shift_size > 0], rope_in)
-            assert (got - _reference_attention(blk.attn, t, hw)).abs().max().item() < 1e-5
+    # (its attention against the reference: tests/test_swin_reference.py)
 
 
 def test_rope_scores_depend_only_on_in_window_offsets():
@@ -277,6 +204,55 @@ def test_stage_tables_equal_each_blocks_own():
     assert all(blk.attn.w_msa.rope_freqs.grad.abs().sum() > 0 for blk in st.blocks)
 
 
+# ----------------------------------------------------------------------------- window rule
+def test_window_plan_per_grid():
+    orig = RoPESwin(arch=TINY, window_size=7, window_rule='original')
+    mmdet = RoPESwin(arch=TINY, window_size=7)
+    st = orig.stages[3]
+    assert st.window_plan((7, 7)) == (7, 0) and st.window_plan((5, 9)) == (5, 0)
+    assert st.window_plan((8, 30)) == (7, 3)
+    assert mmdet.stages[3].window_plan((7, 7)) == (7, 3) and mmdet.stages[3].window_plan((5, 9)) == (7, 3)
+
+
+@pytest.mark.parametrize('rope,use_rpb', [('mixed', False), ('axial', False), ('none', True)])
+def test_original_rule_caches_keyed_by_effective_window(rope, use_rpb):
+    # 72x56 -> grids 18x14, 9x7, 5x4, 3x2 and 40x40 -> 10x10, 5x5, 3x3, 2x2 with ws=4: the
+    # effective windows of stages 1-3 change between the two sizes; cached masks and RoPE
+    # tables of one must not leak into the other.
+    torch.manual_seed(0)
+    model = RoPESwin(arch=TINY, rope=rope, use_rpb=use_rpb, window_size=4, window_rule='original').eval()
+    fresh = RoPESwin(arch=TINY, rope=rope, use_rpb=use_rpb, window_size=4, window_rule='original').eval()
+    fresh.load_state_dict(model.state_dict())
+    big, small = torch.randn(1, 3, 72, 56), torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        model(big)
+        got_small, got_big = model(small), model(big)
+        exp_small = fresh(small)
+        fresh2 = RoPESwin(arch=TINY, rope=rope, use_rpb=use_rpb, window_size=4, window_rule='original').eval()
+        fresh2.load_state_dict(model.state_dict())
+        exp_big = fresh2(big)
+    assert all(torch.equal(a, b) for a, b in zip(got_small, exp_small))
+    assert all(torch.equal(a, b) for a, b in zip(got_big, exp_big))
+    assert model.stages[3]._rope_cache is None or model.stages[3]._rope_cache[0][0] == 2   # 3x2 grid: window 2
+
+
+def test_original_rule_compiles_as_one_graph():
+    from torch._dynamo.testing import CompileCounter
+    torch._dynamo.reset()
+    model = RoPESwin(arch=dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)), rope='mixed',
+                     window_size=4, window_rule='original', drop_path_rate=0.0)
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    x = torch.randn(2, 3, 60, 92)                     # grids 15x23, 8x12, 4x6 (window 4, no shift), 2x3 (window 2)
+    compiled(x)
+    out = compiled(x)
+    assert counter.frame_count == 1, counter.frame_count
+    with torch.no_grad():
+        ref = model(x)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(out, ref))
+    torch._dynamo.reset()
+
+
 # ----------------------------------------------------------------------------- shapes and options
 @pytest.mark.parametrize('arch', list(SWIN_ARCHS))
 def test_shapes_every_arch_odd_size(arch):
@@ -306,6 +282,7 @@ def test_shapes_odd_sizes(size, rope):
     (dict(embed_dims=30, num_heads=[5, 5, 5, 5]), 'head_dim'), (dict(num_heads=[3, 6, 12]), 'num_heads'),
     (dict(drop_path_rate=1.5), 'drop_path_rate'), (dict(frozen_stages=5), 'frozen_stages'),
     (dict(rope='axial', rope_theta=-1.0), 'rope_theta'), (dict(embed_dims=32, num_heads=[3, 6, 12, 24]), 'num_heads'),
+    (dict(window_rule='microsoft'), "window_rule='microsoft'.*'mmdet', 'original'"),
 ])
 def test_invalid_options_raise(kwargs, option):
     with pytest.raises(ValueError, match=option):
@@ -314,7 +291,7 @@ def test_invalid_options_raise(kwargs, option):
 
 def test_defaults():
     m = RoPESwin(arch=TINY)
-    assert (m.rope, m.rope_theta, m.use_rpb) == ('mixed', 10.0, False)
+    assert (m.rope, m.rope_theta, m.use_rpb, m.window_rule) == ('mixed', 10.0, False, 'mmdet')
     a = RoPESwin(arch=TINY, rope='axial')
     assert (a.rope_theta, a.use_rpb) == (50.0, False)
     assert RoPESwin(arch=TINY, rope='none').use_rpb

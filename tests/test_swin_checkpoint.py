@@ -1,65 +1,43 @@
-"""Swin checkpoints into RoPESwin: the original RoPE-Swin / Microsoft layout (built here from
-the published key layout), mmdet detector checkpoints, ropevit's own, bias-table resizing
-and the errors for checkpoints that do not fit."""
-import math
+"""Swin checkpoints into RoPESwin: the original RoPE-Swin / Microsoft layout (built from the
+original's key list by ``tests/swin_reference.py``, independently of RoPESwin, and checked
+against the float64 reference of the original forward), mmdet detector checkpoints,
+ropevit's own, bias-table resizing and the errors for checkpoints that do not fit."""
+import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import ropevit.mm  # noqa: F401  (registers RoPESwin)
 from mmengine.registry import MODELS
 from ropevit.checkpoint.common import CheckpointMismatchError
 from ropevit.checkpoint.swin import convert_swin_state_dict
-from ropevit.layers.swin_attention import relative_position_index
 from ropevit.layers.swin_block import PatchMerging
 from ropevit.models.swin import RoPESwin
+from swin_reference import original_forward, original_state_dict
 
 TINY = dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])
 
 
-def _ms_order(w: torch.Tensor, dim: int) -> torch.Tensor:
-    """Our channel-major ``C x [(0,0),(0,1),(1,0),(1,1)]`` -> Microsoft's
-    ``[(0,0),(1,0),(0,1),(1,1)] x C`` along ``dim``."""
-    shape = w.shape
-    c = shape[dim] // 4
-    w = w.unflatten(dim, (c, 4)).index_select(dim + 1, torch.tensor([0, 2, 1, 3]))
-    return w.transpose(dim, dim + 1).reshape(shape)
+def _original(rope: str, *, use_rpb: bool = False, size: int = 64, seed: int = 0) -> dict:
+    """A checkpoint of the original RoPE-Swin (Microsoft layout, built from the original's key
+    list) for TINY with window 4 at ``size``. At 64: grids 16, 8, 4, 2, so stage 2 is one
+    unshifted window and stage 3 a 2x2 one under the original's window rule."""
+    return original_state_dict(**TINY, window_size=4, img_size=(size, size), rope=rope, use_rpb=use_rpb, seed=seed)
 
 
-def _to_microsoft(model: RoPESwin, *, axial_theta=None) -> dict:
-    """A checkpoint in the original RoPE-Swin (Microsoft Swin) layout, from the issue's key list."""
-    ms = {}
-    ws = model.window_size
-    for k, v in model.state_dict().items():
-        k = k.replace('patch_embed.projection.', 'patch_embed.proj.')
-        if k.startswith('norm'):
-            continue                                                     # detection-only output norms
-        k = k.replace('stages.', 'layers.', 1).replace('.attn.w_msa.', '.attn.')
-        k = k.replace('.ffn.layers.0.0.', '.mlp.fc1.').replace('.ffn.layers.1.', '.mlp.fc2.')
-        if k.endswith('downsample.reduction.weight'):
-            v = _ms_order(v, 1)
-        elif '.downsample.norm.' in k:
-            v = _ms_order(v, 0)
-        ms[k] = v.clone()
-    t = torch.arange(ws * ws, dtype=torch.float32)
-    for i, stage in enumerate(model.stages):
-        nh, hd = stage.blocks[0].attn.w_msa.num_heads, stage.blocks[0].attn.w_msa.head_dim
-        for j, _ in enumerate(stage.blocks):
-            p = f'layers.{i}.blocks.{j}.'
-            ms[p + 'attn.rope_t_x'], ms[p + 'attn.rope_t_y'] = t % ws, torch.div(t, ws, rounding_mode='floor')
-            ms[p + 'attn.relative_position_index'] = relative_position_index(ws)
-            if j % 2:
-                ms[p + 'attn_mask'] = torch.zeros(4, ws * ws, ws * ws)
-            if axial_theta is not None:                                  # original: buffer, angle 0
-                mag = 1 / axial_theta ** (torch.arange(0, hd, 4)[: hd // 4].float() / hd)
-                fx = torch.cat([mag * math.cos(0), mag * math.cos(math.pi / 2)])
-                fy = torch.cat([mag * math.sin(0), mag * math.sin(math.pi / 2)])
-                ms[p + 'attn.rope_freqs'] = torch.stack([fx, fy])[:, None].repeat(1, nh, 1)
-    c = model.num_features[-1]
-    ms.update({'norm.weight': torch.ones(c), 'norm.bias': torch.zeros(c),
-               'head.weight': torch.randn(10, c), 'head.bias': torch.zeros(10)})
-    return ms
+def _matches_original(model: RoPESwin, sd: dict, rope: str, size: int = 64, tol: float = 1e-5) -> bool:
+    """Stage maps of ``model`` (its output norms set to identity, float64) vs the original's forward."""
+    model = copy.deepcopy(model).double().eval()
+    for i in model.out_indices:
+        setattr(model, f'norm{i}', nn.Identity())
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        got = model(x.double())
+        maps, _ = original_forward(sd, x, depths=TINY['depths'], num_heads=TINY['num_heads'], window_size=4,
+                                   rope=rope)
+    return max((g - e).abs().max().item() for g, e in zip(got, maps)) <= tol
 
 
 def _build(tmp_path, ckpt, **kw) -> RoPESwin:
@@ -91,33 +69,47 @@ def test_patch_merging_reorder_matches_microsoft_definition():
     assert hw == (3, 5) and (got - expected).abs().max().item() < 1e-5
 
 
-def test_microsoft_layout_mixed_checkpoint_loads_and_matches_native(tmp_path):
-    native = RoPESwin(arch=TINY, rope='mixed').eval()
-    ms = _to_microsoft(native)
+def test_microsoft_layout_mixed_checkpoint_loads_and_matches_original(tmp_path):
+    ms = _original('mixed')
     ms_copy = {k: v.clone() for k, v in ms.items()}
     dropped = {}
-    convert_swin_state_dict({'model': ms}, native, dropped=dropped)
+    sd = convert_swin_state_dict({'model': ms}, RoPESwin(arch=TINY, rope='mixed', window_size=4), dropped=dropped)
     assert all(torch.equal(ms[k], ms_copy[k]) for k in ms)              # pure: input untouched
     assert dropped['head.weight'] == 'classification head'
+    assert 'final norm' in dropped['norm.weight']
     assert 'layers.1.blocks.1.attn_mask' in dropped and 'layers.0.blocks.0.attn.rope_t_x' in dropped
-    loaded = _build(tmp_path, {'model': ms}, arch=TINY, rope='mixed')
-    assert torch.equal(loaded.stages[2].blocks[1].attn.w_msa.rope_freqs,
-                       native.stages[2].blocks[1].attn.w_msa.rope_freqs)
-    assert _same_outputs(loaded, native, torch.randn(1, 3, 75, 61))
+    assert torch.equal(sd['stages.2.blocks.1.attn.w_msa.qkv.weight'], ms['layers.2.blocks.1.attn.qkv.weight'])
+    loaded = _build(tmp_path, {'model': ms}, arch=TINY, rope='mixed', window_size=4, window_rule='original',
+                    drop_path_rate=0.0)
+    assert torch.equal(loaded.stages[2].blocks[1].attn.w_msa.rope_freqs, ms['layers.2.blocks.1.attn.rope_freqs'])
+    assert _matches_original(loaded, ms, 'mixed')
 
 
 def test_microsoft_layout_axial_checkpoint(tmp_path):
-    native = RoPESwin(arch=TINY, rope='axial').eval()                   # theta 50
-    ms = _to_microsoft(native, axial_theta=50.0)
+    ms = _original('axial')                                             # theta 50, as the original's buffer
+    native = RoPESwin(arch=TINY, rope='axial', window_size=4)
     dropped = {}
     sd = convert_swin_state_dict(ms, native, dropped=dropped)
     assert not any('rope_freqs' in k for k in sd)
     assert 'fixed axial' in dropped['stages.0.blocks.0.attn.w_msa.rope_freqs']
-    assert _same_outputs(_build(tmp_path, {'model': ms}, arch=TINY, rope='axial'), native, torch.randn(1, 3, 64, 48))
+    loaded = _build(tmp_path, {'model': ms}, arch=TINY, rope='axial', window_size=4, window_rule='original',
+                    drop_path_rate=0.0)
+    assert _matches_original(loaded, ms, 'axial')
     with pytest.raises(CheckpointMismatchError, match='rope_theta=100'):
         convert_swin_state_dict(ms, RoPESwin(arch=TINY, rope='axial', rope_theta=100.0))
     with pytest.raises(CheckpointMismatchError, match='rope="none"'):
         convert_swin_state_dict(ms, RoPESwin(arch=TINY, rope='none'))
+
+
+def test_microsoft_layout_plain_swin_with_bias_table(tmp_path):
+    # At 128 (grids 32, 16, 8, 4) every stage keeps the window 4, so the original's tables
+    # have RoPESwin's size (a smaller original window would have a smaller table).
+    ms = _original('none', use_rpb=True, size=128)
+    loaded = _build(tmp_path, {'model': ms}, arch=TINY, rope='none', use_rpb=True, window_size=4,
+                    window_rule='original', drop_path_rate=0.0)
+    assert torch.equal(loaded.stages[1].blocks[0].attn.w_msa.relative_position_bias_table,
+                       ms['layers.1.blocks.0.attn.relative_position_bias_table'])
+    assert _matches_original(loaded, ms, 'none', size=128)
 
 
 def test_mmdet_detector_checkpoint_matches_mmdet(tmp_path):

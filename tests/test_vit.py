@@ -276,9 +276,33 @@ def test_layer_ids_for_lr_decay():
         m.get_layer_id('neck.lateral.weight')
 
 
-def test_mm_norm_and_act_cfg():
-    m = MODELS.build(dict(type='RoPEViT', arch=dict(embed_dims=32, num_heads=2, depth=1),
-                          norm_cfg=dict(type='LN', eps=1e-6), act_cfg=dict(type='GELU')))
+def test_mm_norm_and_act_cfg_reach_every_layer_and_change_the_output():
+    """``norm_cfg`` / ``act_cfg`` given to the mm wrapper build every norm (norm1, norm2 of each block and
+    the final norm) and every MLP activation; the output equals the core model built directly with
+    torch's ``LayerNorm(eps=0.5)`` / ``ReLU`` and the same weights, and differs from the defaults'."""
+    arch = dict(embed_dims=32, num_heads=2, depth=2)
+    common = dict(arch=arch, patch_size=8, layer_scale_init_value=1.0)  # blocks matter in the output
+    torch.manual_seed(0)
+    m = MODELS.build(dict(type='RoPEViT', **common, norm_cfg=dict(type='LN', eps=0.5), act_cfg=dict(type='ReLU')))
     m.init_weights()
-    assert isinstance(m.norm, torch.nn.LayerNorm) and m.norm.eps == 1e-6
-    assert m(torch.randn(1, 3, 32, 32))[0].shape == (1, 32, 2, 2)
+    with torch.no_grad():  # non-trivial affine norms, so a wrong norm type would show
+        for n in m.modules():
+            if isinstance(n, torch.nn.LayerNorm):
+                n.weight.uniform_(0.5, 1.5)
+                n.bias.uniform_(-0.5, 0.5)
+    norms = [m.norm] + [b.norm1 for b in m.blocks] + [b.norm2 for b in m.blocks]
+    assert all(type(n) is torch.nn.LayerNorm and n.eps == 0.5 for n in norms), norms
+    assert all(type(b.mlp.act) is torch.nn.ReLU for b in m.blocks), [b.mlp.act for b in m.blocks]
+
+    explicit = RoPEViT(**common, norm_layer=lambda c: torch.nn.LayerNorm(c, eps=0.5), act_layer=torch.nn.ReLU)
+    default = MODELS.build(dict(type='RoPEViT', **common))
+    assert all(n.eps == 1e-6 for n in [default.norm] + [b.norm1 for b in default.blocks])
+    assert all(type(b.mlp.act) is torch.nn.GELU for b in default.blocks)
+    explicit.load_state_dict(m.state_dict())
+    default.load_state_dict(m.state_dict())
+    x = torch.randn(2, 3, 32, 40)
+    with torch.no_grad():
+        got, want, dflt = m(x)[0], explicit(x)[0], default(x)[0]
+    assert got.shape == (2, 32, 4, 5)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert (got - dflt).abs().max() > 0.1, 'norm_cfg / act_cfg did not change the output'

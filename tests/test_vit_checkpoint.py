@@ -69,6 +69,11 @@ def test_timm_axial_port_loads_without_frequencies(tmp_path):
     torch.save(ref.state_dict(), tmp_path / 'timm.pth')
     m = _build(tmp_path / 'timm.pth', rope='axial', use_ape=False)
     assert 'rope.freqs' not in m.state_dict()
+    assert not m.load_report.missing and not m.load_report.converted
+    assert _features_equal(m, ref) <= 1e-5
+    # Into the default rope='mixed': the mixed frequencies are set to the axial ones, same function.
+    m = _build(tmp_path / 'timm.pth', rope='mixed', use_ape=False)
+    assert m.load_report.converted == {'rope.freqs': 'axial frequencies converted to mixed (exact), theta=100'}
     assert not m.load_report.missing
     assert _features_equal(m, ref) <= 1e-5
 
@@ -111,7 +116,8 @@ def test_converter_is_pure_and_infers_heads():
 
 
 @pytest.mark.parametrize('case,match', [
-    ('unrelated', 'matches only'),
+    ('unrelated', r'random init: patch_embed\.proj\.weight.*no place in the model: encoder\.layer\.0\.weight, '
+                  r'classifier\.bias.*nothing fits'),
     ('shape', 'blocks.0.attn.qkv.weight'),
     ('mixed_into_axial', 'rope="mixed"'),
     ('ape_into_no_ape', 'use_ape=True'),

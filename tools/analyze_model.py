@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os.path as osp
 import sys
 from collections import Counter
 from typing import Any, Optional, Sequence
@@ -29,9 +30,12 @@ import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import get_shape
 from mmengine.analysis.print_helper import _format_size
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from torch import nn
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+from ropevit.cli import KeyValueAction, OneLineArgumentParser, ToolError, config_stage, run_tool  # noqa: E402
 
 SDPA_OP = 'aten::scaled_dot_product_attention'
 # Element-wise / data-movement ops: uncounted by convention, so not worth listing as "uncounted".
@@ -198,7 +202,7 @@ def format_report(result: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = OneLineArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='config file (mmdet or mmseg)')
     parser.add_argument('--shape', type=int, nargs='+', default=None, metavar='SIZE',
                         help='input size: H W, or one number for a square; default: the seg crop '
@@ -206,28 +210,35 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--backbone-only', action='store_true', help='skip the whole-model count')
     parser.add_argument('--show-table', action='store_true', help='also print the backbone per-module table')
     parser.add_argument('--json', default=None, metavar='OUT', help='also write the numbers to this JSON file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction, help='override config settings')
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)              # runs custom_imports (ropevit.mm)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    if not osp.isfile(args.config):
+        raise ToolError(f'config file not found: {args.config!r}')
+    if args.json and osp.exists(args.json) and osp.samefile(args.json, args.config):
+        raise ToolError(f'--json {args.json!r} is the config file; give another output path')
+    with config_stage(args.config, 'reading'):
+        cfg = Config.fromfile(args.config)              # runs custom_imports (ropevit.mm)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
     if args.shape is None:
         shape = default_shape(cfg)
     elif len(args.shape) in (1, 2):
         shape = (args.shape[0], args.shape[-1])
     else:
-        raise SystemExit(f'--shape takes H W or one size, got {args.shape}')
-    result = analyze(cfg, shape=shape, backbone_only=args.backbone_only, show_table=args.show_table)
+        raise ToolError(f'--shape takes H W or one size, got {args.shape}')
+    with config_stage(args.config, 'building the model of'):
+        result = analyze(cfg, shape=shape, backbone_only=args.backbone_only, show_table=args.show_table)
     print(format_report(result))
     if args.json:
-        with open(args.json, 'w') as f:
+        from ropevit.fileio import atomic_write
+        with atomic_write(args.json, 'w') as f:
             json.dump({k: v for k, v in result.items() if k != 'backbone_table'}, f, indent=2)
     return result
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    sys.exit(run_tool(main))

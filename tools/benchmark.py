@@ -135,14 +135,16 @@ def apply_smoke(args: argparse.Namespace, given: set[str]) -> None:
 def write_outputs(results, header: dict, out: str) -> str:
     """Write ``benchmark.md``, ``benchmark.json`` and ``benchmark.png`` into ``out``; return the markdown."""
     from ropevit.benchmark import report
+    from ropevit.fileio import atomic_target, atomic_write
     os.makedirs(out, exist_ok=True)
-    report.plot(results, os.path.join(out, 'benchmark.png'),
-                title=f'ropevit benchmark on {header.get("gpu", header["cpu"])} ({header["device"]}, '
-                      f'{header["threads"]})')
+    with atomic_target(os.path.join(out, 'benchmark.png')) as tmp:   # every file: temp sibling + rename
+        report.plot(results, tmp,
+                    title=f'ropevit benchmark on {header.get("gpu", header["cpu"])} ({header["device"]}, '
+                          f'{header["threads"]})')
     md = results.markdown(header)
-    with open(os.path.join(out, 'benchmark.md'), 'w') as f:
+    with atomic_write(os.path.join(out, 'benchmark.md'), 'w') as f:
         f.write(md + '\n')
-    with open(os.path.join(out, 'benchmark.json'), 'w') as f:
+    with atomic_write(os.path.join(out, 'benchmark.json'), 'w') as f:
         f.write(results.to_json(header))
     return md
 

@@ -7,22 +7,30 @@ since ``init_cfg=dict(type='Pretrained', checkpoint=...)`` converts on the fly).
 
 ``vit``: naver-ai/rope-vit originals, timm's ports, ropevit / mmengine checkpoints
 (:func:`ropevit.checkpoint.vit.convert_vit_state_dict`). With ``--arch`` the result is
-also checked tensor by tensor against a freshly built ``RoPEViT`` of that shape.
+also checked tensor by tensor against a freshly built ``RoPEViT`` of that shape, as
+strictly as ``init_cfg`` loading (an axial checkpoint with ``--rope mixed`` gets the exact
+axial frequencies in the mixed layout).
 ``swin``: :func:`ropevit.checkpoint.swin.convert_swin_state_dict`.
 
 The output is ``{'state_dict': converted}`` (``--prefix backbone.`` puts the keys under
 a prefix, e.g. for ``load_from``); every dropped key is printed with its reason.
-The input is read with ``weights_only=True`` (a checkpoint cannot run code).
+The input is read with ``weights_only=True`` (a checkpoint cannot run code). DST is written
+atomically (a temporary sibling renamed onto it) and may not be SRC. Bad input is one line and exit 2
+(``--debug`` for the traceback).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import os.path as osp
 import sys
 from typing import Optional, Sequence
 
-import torch
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+import torch  # noqa: E402
+
+from ropevit.cli import OneLineArgumentParser, ToolError, run_tool  # noqa: E402
 
 
 def _converter(model: str):
@@ -32,11 +40,11 @@ def _converter(model: str):
     try:
         return importlib.import_module('ropevit.checkpoint.swin').convert_swin_state_dict
     except ImportError as e:
-        raise SystemExit(f'--model swin: the Swin converter is not available ({e})') from None
+        raise ToolError(f'--model swin: the Swin converter is not available ({e})') from None
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    p = OneLineArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('src', help='input checkpoint (.pth)')
     p.add_argument('dst', help='output checkpoint (.pth)')
@@ -54,30 +62,52 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     from ropevit.checkpoint.io import load_checkpoint_file
+    from ropevit.fileio import atomic_write, same_file
+    if same_file(args.src, args.dst):
+        raise ToolError(f'SRC and DST are the same file ({args.src!r}); converting in place would replace the '
+                        f'original checkpoint. Give another DST')
+    if not osp.isfile(args.src):
+        raise ToolError(f'checkpoint not found: {args.src!r}')
     ckpt = load_checkpoint_file(args.src)
     convert = _converter(args.model)
-    dropped: dict[str, str] = {}
+    from ropevit.checkpoint.common import ConversionLog
+    log = ConversionLog()
     if args.model == 'vit':
         model = None
         if args.arch is not None:
             from ropevit.models.vit import RoPEViT
-            arch = json.loads(args.arch) if args.arch.lstrip().startswith('{') else args.arch
-            model = RoPEViT(arch=arch, rope=args.rope, use_ape=args.use_ape,
-                            with_cls_token=not args.no_cls_token)
-        out = convert(ckpt, model, num_heads=args.num_heads, dropped=dropped)
+            try:
+                arch = json.loads(args.arch) if args.arch.lstrip().startswith('{') else args.arch
+            except ValueError as e:
+                raise ToolError(f'--arch {args.arch!r} is not valid JSON ({e}); give a preset name or a '
+                                f'dict such as \'{{"embed_dims": 384, "num_heads": 6, "depth": 12}}\'') from None
+            try:
+                model = RoPEViT(arch=arch, rope=args.rope, use_ape=args.use_ape,
+                                with_cls_token=not args.no_cls_token)
+            except (ValueError, TypeError) as e:
+                raise ToolError(f'--arch {args.arch!r}: {e}') from None
+        out = convert(ckpt, model, num_heads=args.num_heads, log=log)
         if model is not None:
+            # The same strict check as init_cfg loading: every tensor must fit (names what does not).
             from ropevit.checkpoint.common import load_state_dict_checked
-            print(load_state_dict_checked(model, out, source=args.src, dropped=dropped).summary())
+            from ropevit.checkpoint.vit import EXPECTED_NEW_KEYS
+            print(load_state_dict_checked(model, out, source=args.src, log=log,
+                                          expected_new=EXPECTED_NEW_KEYS).summary())
     else:
-        out = convert(ckpt, None, dropped=dropped)
+        out = convert(ckpt, None, log=log)
     if args.prefix:
         out = {args.prefix + k: v for k, v in out.items()}
-    torch.save({'state_dict': out}, args.dst)
+    with atomic_write(args.dst, 'wb') as f:
+        torch.save({'state_dict': out}, f)
     print(f'wrote {len(out)} tensors to {args.dst}')
-    for key, why in sorted(dropped.items()):
+    for key, why in sorted(log.dropped.items()):
         print(f'dropped {key}: {why}')
+    for key, how in sorted(log.converted.items()):
+        print(f'converted {key}: {how}')
+    for message in log.warnings:
+        print(f'WARNING: {message}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -20,7 +20,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 sys.path.insert(0, ROOT)
 
-from _common import build_runner, load_config  # noqa: E402
+from _common import build_runner, load_config, run_tool  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_rope_swin_demo.py')
 
@@ -78,7 +78,9 @@ def draw_predictions(runner, cfg, data_root: str, out_png: str, num: int) -> Non
     for i, t in enumerate(tiles):
         r, c = divmod(i, cols)
         canvas[r * h:r * h + t.shape[0], c * w:c * w + t.shape[1]] = t
-    Image.fromarray(canvas).save(out_png)
+    from ropevit.fileio import atomic_target
+    with atomic_target(out_png) as tmp:
+        Image.fromarray(canvas).save(tmp)
 
 
 def main(argv=None) -> dict:
@@ -116,4 +118,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

@@ -22,7 +22,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 sys.path.insert(0, ROOT)
 
-from _common import build_runner, load_config  # noqa: E402
+from _common import build_runner, load_config, run_tool  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'demo', 'upernet_rope_swin_demo_seg.py')
 
@@ -66,6 +66,7 @@ def write_predictions(runner, work_dir: str, num_draw: int) -> str:
     import torch
     from PIL import Image
 
+    from ropevit.fileio import atomic_target
     model = runner.model
     model.eval()
     palette = np.asarray(runner.test_dataloader.dataset.metainfo['palette'], np.uint8)     # [150, 3]
@@ -77,7 +78,8 @@ def write_predictions(runner, work_dir: str, num_draw: int) -> str:
             for sample in model.test_step(batch):
                 pred = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)             # [H, W] 0..149
                 name = osp.splitext(osp.basename(sample.img_path))[0]
-                Image.fromarray((pred + 1).astype(np.uint8)).save(osp.join(map_dir, f'{name}.png'))  # ADE labels
+                with atomic_target(osp.join(map_dir, f'{name}.png')) as tmp:
+                    Image.fromarray((pred + 1).astype(np.uint8)).save(tmp)  # ADE labels
                 if len(rows) < num_draw:
                     img = np.asarray(Image.open(sample.img_path).convert('RGB'))
                     gt = sample.gt_sem_seg.data[0].cpu().numpy()
@@ -89,7 +91,8 @@ def write_predictions(runner, work_dir: str, num_draw: int) -> str:
         canvas[y:y + r.shape[0], :r.shape[1]] = r
         y += r.shape[0] + 4
     out_png = osp.join(work_dir, 'predictions.png')
-    Image.fromarray(canvas).save(out_png)
+    with atomic_target(out_png) as tmp:
+        Image.fromarray(canvas).save(tmp)
     return out_png
 
 
@@ -126,4 +129,4 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

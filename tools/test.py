@@ -2,36 +2,42 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--tta]
                          [--out results.pkl] [--cfg-options ...] [--launcher ...]
+                         [--allow-partial-load] [--skip-data-check] [--debug]
+
+The checkpoint must fit the config's model (every key and shape; ``--allow-partial-load`` to accept
+one that does not, with a warning naming the keys). Bad input is one line and exit 2.
 """
 from __future__ import annotations
 
 import argparse
 import os.path as osp
+import sys
+from typing import Optional, Sequence
 
-from _common import (build_runner, check_data_or_exit, load_config, run_explaining_data_errors,
-                     setup_local_rank)
-from mmengine.config import DictAction
+from _common import (OneLineArgumentParser, ToolError, add_common_args, add_strict_load_hook, build_runner,
+                     check_data_or_exit, check_launcher, check_output_path, load_config,
+                     run_explaining_data_errors, run_tool, setup_local_rank)
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description='Test (and evaluate) a RoPE detector or segmentor')
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = OneLineArgumentParser(description='Test (and evaluate) a RoPE detector or segmentor')
     p.add_argument('config')
     p.add_argument('checkpoint')
     p.add_argument('--work-dir')
-    p.add_argument('--out', help='dump raw predictions to this .pkl file')
+    p.add_argument('--out', help='dump raw predictions to this .pkl file (written atomically)')
     p.add_argument('--show-dir', help='write images with predictions drawn on them under work_dir/<timestamp>/DIR')
     p.add_argument('--tta', action='store_true', help='multi-scale + flip test-time augmentation '
                    '(the config must include configs/_base_/tta_seg.py or tta_det.py)')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction)
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=None)
-    return p.parse_args()
+    p.add_argument('--skip-data-check', action='store_true',
+                   help='do not compare the data with its annotation files before testing')
+    add_common_args(p)
+    return p.parse_args(argv)
 
 
 def _enable_visualization(cfg, show_dir: str) -> None:
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
-        raise SystemExit('--show-dir: the config has no default_hooks.visualization')
+        raise ToolError('--show-dir: the config has no default_hooks.visualization')
     hook.draw = True
     hook.show = False
     if cfg.default_scope == 'mmdet':
@@ -42,26 +48,54 @@ def _enable_visualization(cfg, show_dir: str) -> None:
         cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
 
 
-def main() -> None:
-    args = parse_args()
+def _atomic_dump_results(out: str):
+    """MMEngine's DumpResults, writing the pickle through a temporary sibling + rename."""
+    import pickle
+
+    from mmengine.evaluator import DumpResults
+    from mmengine.evaluator.metric import _to_cpu
+    from mmengine.logging import print_log
+
+    from ropevit.fileio import atomic_write
+
+    class AtomicDumpResults(DumpResults):
+        def compute_metrics(self, results: list) -> dict:
+            with atomic_write(self.out_file_path, 'wb') as f:
+                pickle.dump(_to_cpu(results), f)
+            print_log(f'Results has been saved to {self.out_file_path}.', logger='current')
+            return {}
+
+    return AtomicDumpResults(out_file_path=out)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    check_launcher(args.launcher)
     setup_local_rank(args.local_rank)
+    if args.out and not args.out.endswith(('.pkl', '.pickle')):
+        raise ToolError(f'--out {args.out!r}: the predictions are written as a pickle; give a .pkl file name')
+    check_output_path(args.out, [args.config, args.checkpoint], what='--out')
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     cfg.launcher = args.launcher
-    cfg.load_from = args.checkpoint
+    cfg.load_from, cfg.resume = args.checkpoint, False
     if args.show_dir:
         _enable_visualization(cfg, args.show_dir)
     if args.tta:
         from ropevit.mm.tta import apply_tta
         cfg = apply_tta(cfg)
-    check_data_or_exit(cfg, which=('test_dataloader',))
+    which = ('test_dataloader',)
+    check_data_or_exit(cfg, which=which, annotations=not args.skip_data_check)
     if not osp.isfile(args.checkpoint):
-        raise SystemExit(f'checkpoint not found: {args.checkpoint}')
-    runner = build_runner(cfg)
+        raise ToolError(f'checkpoint not found: {args.checkpoint!r}; give the .pth file written by '
+                        f'tools/train.py (e.g. work_dirs/<config>/epoch_12.pth)')
+    cfg.load_from, cfg.resume = args.checkpoint, False
+    add_strict_load_hook(cfg, allow_partial=args.allow_partial_load)
+    runner = build_runner(cfg, args.config)
     if args.out:
-        from mmengine.evaluator import DumpResults
-        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-    run_explaining_data_errors(runner.test, cfg, which=('test_dataloader',))
+        runner.test_evaluator.metrics.append(_atomic_dump_results(args.out))
+    run_explaining_data_errors(runner.test, cfg, which=which)
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

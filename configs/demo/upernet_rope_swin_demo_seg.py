@@ -15,7 +15,9 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
         embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7, drop_path_rate=0.1,
-        init_cfg=None),
+        # From scratch: no checkpoint whose function must be reproduced, so mmdet's default rule
+        # (always shift and pad) is kept, and with it the demo's numbers.
+        window_rule='mmdet', init_cfg=None),
     decode_head=dict(in_channels=[32, 64, 128, 256], channels=64, pool_scales=(1, 2, 3), dropout_ratio=0.0,
                      norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=128, channels=32, dropout_ratio=0.0, norm_cfg=norm_cfg),

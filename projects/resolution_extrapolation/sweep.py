@@ -38,6 +38,8 @@ from mmengine.config import Config, ConfigDict
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner, TestLoop
 
+from ropevit.checkpoint.common import CheckpointMismatchError
+
 Task = Literal['seg', 'det']
 TASK_OF_SCOPE: dict[str, Task] = {'mmseg': 'seg', 'mmdet': 'det'}
 DEFAULT_METRIC: dict[Task, str] = {'seg': 'mIoU', 'det': 'coco/bbox_mAP'}
@@ -45,7 +47,7 @@ DEFAULT_METRIC: dict[Task, str] = {'seg': 'mIoU', 'det': 'coco/bbox_mAP'}
 _BIAS_TABLE, _BIAS_INDEX = 'relative_position_bias_table', 'relative_position_index'
 
 
-class CheckpointConfigMismatchError(ValueError):
+class CheckpointConfigMismatchError(CheckpointMismatchError):
     """The checkpoint was not trained with this config (missing / unexpected keys or shapes)."""
 
 
@@ -377,4 +379,5 @@ if __name__ == '__main__':
     root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     if root not in sys.path:                                            # run from a checkout
         sys.path.insert(0, root)
-    main()
+    from ropevit.cli import run_tool
+    sys.exit(run_tool(main))

@@ -12,18 +12,52 @@ Accepted layouts (detected from the keys):
 Recomputable buffers (``freqs_t_x``, ``freqs_t_y``, ``rope.*`` tables) and the
 classification head (``head.*``, ``fc_norm.*``, ``head_dist.*``, ``dist_token``) are
 dropped and reported as such.
+
+RoPE variants (the policy of docs/LOADING_WEIGHTS.md):
+
+* checkpoint RoPE-Mixed (learned frequencies) -> mixed model: loaded; -> axial model:
+  refused (``rope.freqs`` is unexpected: build with ``rope='mixed'``, or drop the learned
+  frequencies explicitly with ``allow_unexpected=['rope.freqs']``, logged as a WARNING);
+  -> ``rope='none'``: refused.
+* checkpoint RoPE-Axial (no frequencies: axial tables are recomputed, never saved) ->
+  mixed model: the mixed frequencies are set to exactly the axial ones
+  (``fx = [m, 0], fy = [0, m]`` for every block and head, theta 100 or
+  ``axial_theta``), so the loaded model computes the axial model's function; reported
+  as converted.
+* A checkpoint without frequencies but with ``pos_embed`` is either RoPE-Axial + APE or a
+  plain ViT (DeiT-III, no RoPE): the keys cannot tell. It is read as RoPE-Axial (a WARNING
+  says so) unless ``checkpoint_rope`` states which. A plain ViT (``checkpoint_rope='none'``)
+  into a RoPE model loads every weight, the RoPE-Mixed frequencies start at their init,
+  and a WARNING says the model computes another function than the checkpoint until
+  fine-tuned.
+* A Swin checkpoint is refused (nothing in it fits a ViT).
 """
 from __future__ import annotations
 
 import math
+import re
 from typing import Optional
 
 from torch import nn
 
-from .common import CheckpointMismatchError, StateDict, strip_prefix, unwrap_state_dict
+from .common import (CheckpointMismatchError, CheckpointRope, ConversionLog, StateDict, axial_as_mixed,
+                     check_checkpoint_rope, conversion_log, same_theta, strip_prefix, unwrap_state_dict)
 
 _HEAD = ('head.', 'fc_norm.', 'head_dist.')
 _HEAD_KEYS = ('dist_token',)
+
+#: Model keys a ViT classification checkpoint may legitimately lack (glob -> reason), left at
+#: init without an error. Empty on purpose: a RoPE-ViT / DeiT-III ImageNet checkpoint holds
+#: every RoPEViT tensor (patch embedding, class token, position embedding, blocks, final
+#: norm); the RoPE-Mixed frequencies of an axial checkpoint are converted, not left at init;
+#: options that add tensors (``use_ape`` without an APE checkpoint) are errors with a hint,
+#: because a freshly initialised position embedding is not what a user loading weights expects.
+EXPECTED_NEW_KEYS: dict[str, str] = {}
+
+#: The theta of an axial checkpoint, which stores no frequencies (the paper / timm).
+DEFAULT_AXIAL_THETA = 100.0
+
+_SWIN_KEY = re.compile(r'(layers|stages)\.\d+\.(blocks\.\d+|downsample)\.')
 
 
 def detect_vit_layout(state_dict: StateDict) -> str:
@@ -33,9 +67,21 @@ def detect_vit_layout(state_dict: StateDict) -> str:
     return 'timm'
 
 
+def _refuse_swin(sd: StateDict) -> None:
+    swin = [k for k in sd if _SWIN_KEY.match(k) or k.startswith('patch_embed.projection.')]
+    if swin:
+        raise CheckpointMismatchError(
+            f'this is a Swin checkpoint (keys like {sorted(swin)[:4]}), not a ViT one: nothing in it fits '
+            f'RoPEViT (expected keys like patch_embed.proj.weight, blocks.0.attn.qkv.weight, cls_token). '
+            f'Use type="RoPESwin" for it, or a RoPE-ViT / DeiT-III checkpoint for RoPEViT')
+
+
 def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, *,
                            num_heads: Optional[int] = None,
-                           dropped: Optional[dict[str, str]] = None) -> StateDict:
+                           dropped: Optional[dict[str, str]] = None,
+                           log: Optional[ConversionLog] = None,
+                           checkpoint_rope: CheckpointRope = 'auto',
+                           axial_theta: Optional[float] = None) -> StateDict:
     """Convert a RoPE-ViT checkpoint to :class:`RoPEViT` keys (pure function).
 
     Args:
@@ -44,22 +90,36 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
         model: the target ``RoPEViT``. When given, every tensor is checked against its
             shape; ``pos_embed`` is bicubic-resized to the model's pretrain grid if needed;
             the class token / final norm are dropped (and reported) when the model has none;
-            a RoPE-Mixed checkpoint for a non-mixed model, or an APE checkpoint for a model
-            without ``use_ape``, is an error.
+            the RoPE variant is fitted as the module docstring says.
         num_heads: heads, to unflatten the original ``freqs`` when no ``model`` is given
             (default: ``embed_dims // 64``, the head dim of every published RoPE-ViT).
         dropped: filled with ``key -> reason`` for everything left out on purpose.
+        log: filled with everything else the conversion did (converted keys, hints,
+            assumptions), for :func:`ropevit.checkpoint.common.load_state_dict_checked`.
+        checkpoint_rope: what the checkpoint was trained with when the keys cannot tell:
+            ``'auto'`` (learned frequencies: mixed; none: axial), ``'axial'`` or ``'none'``
+            (a plain ViT without RoPE).
+        axial_theta: theta of an axial checkpoint (default 100; an axial model uses its
+            own ``rope_theta``, and a different value here is an error).
 
     Returns:
         The converted state dict (a new dict; input tensors are not modified).
 
     Raises:
-        CheckpointMismatchError: a shape does not fit (names key and both shapes) or the
-            checkpoint's RoPE / APE variant differs from the model's.
+        CheckpointMismatchError: a shape does not fit (names key and both shapes), the
+            checkpoint is a Swin one, or it has RoPE and the model ``rope='none'``.
+        ValueError: ``checkpoint_rope`` is not allowed or contradicts the keys.
     """
-    dropped = {} if dropped is None else dropped
+    check_checkpoint_rope(checkpoint_rope)
+    log = conversion_log(log, dropped)
     sd = unwrap_state_dict(state_dict)
-    sd = strip_prefix(strip_prefix(sd, 'module.'), 'backbone.')
+    sd = strip_prefix(sd, 'module.')
+    if any(k.startswith('backbone.') for k in sd):
+        for k in sd:
+            if not k.startswith('backbone.'):
+                log.dropped.setdefault(k.split('.')[0] + '.*', 'not part of the backbone')
+        sd = strip_prefix(sd, 'backbone.')
+    _refuse_swin(sd)
     layout = detect_vit_layout(sd)
     own = model.state_dict() if model is not None else None
     if num_heads is None and model is not None:
@@ -68,10 +128,10 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
     out: StateDict = {}
     for key, value in sd.items():
         if key.startswith(_HEAD) or key in _HEAD_KEYS:
-            dropped[key] = 'classification head'
+            log.dropped[key] = 'classification head'
             continue
         if key in ('freqs_t_x', 'freqs_t_y', 'freqs_cis') or (key.startswith('rope.') and key != 'rope.freqs'):
-            dropped[key] = 'recomputed from the grid (not a weight)'
+            log.dropped[key] = 'recomputed from the grid (not a weight)'
             continue
         if key == 'freqs' and layout == 'naver':
             two, depth, flat = value.shape                                  # [2, depth, nh * hd / 2]
@@ -86,21 +146,22 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
         return out
 
     # ---- fit to the model
-    if 'rope.freqs' in out and 'rope.freqs' not in own:
-        raise CheckpointMismatchError(
-            f'checkpoint has RoPE-Mixed frequencies (rope.freqs {tuple(out["rope.freqs"].shape)}) but the model '
-            f'has rope={getattr(model, "rope_type", "?")!r}; build it with rope="mixed"')
+    _fit_rope(out, model, log, checkpoint_rope=checkpoint_rope, axial_theta=axial_theta)
     if 'pos_embed' in out and 'pos_embed' not in own:
-        raise CheckpointMismatchError(
-            f'checkpoint has an absolute position embedding (pos_embed {tuple(out["pos_embed"].shape)}) but the '
-            f'model has use_ape=False; build it with use_ape=True')
+        log.hints['pos_embed'] = ('the checkpoint has an absolute position embedding but the model has '
+                                  'use_ape=False: build it with use_ape=True to keep it, or set '
+                                  'allow_unexpected=["pos_embed"] to drop it (the model then loses the '
+                                  'positions the checkpoint was trained with)')
+    if 'pos_embed' in own and 'pos_embed' not in out:
+        log.hints['pos_embed'] = ('the checkpoint has no absolute position embedding: build the model with '
+                                  'use_ape=False, or set allow_missing=["pos_embed"] to learn one from init')
     if 'cls_token' in out and 'cls_token' not in own:
-        dropped['cls_token'] = 'model has with_cls_token=False'
+        log.dropped['cls_token'] = 'model has with_cls_token=False'
         del out['cls_token']
     for key in [k for k in out if k.startswith('norm.') and k not in own]:
-        dropped[key] = 'model has final_norm=False'
+        log.dropped[key] = 'model has final_norm=False'
         del out[key]
-    if 'pos_embed' in out and out['pos_embed'].shape != own['pos_embed'].shape:
+    if 'pos_embed' in out and 'pos_embed' in own and out['pos_embed'].shape != own['pos_embed'].shape:
         pe = out['pos_embed']
         n_src, n_dst = pe.shape[1], own['pos_embed'].shape[1]
         s_src, s_dst = math.isqrt(n_src), math.isqrt(n_dst)
@@ -114,13 +175,73 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
     return out
 
 
-def load_vit_checkpoint(model: nn.Module, checkpoint: dict, *, source: str = 'checkpoint'):
+def _fit_rope(out: StateDict, model: nn.Module, log: ConversionLog, *, checkpoint_rope: str,
+              axial_theta: Optional[float]) -> None:
+    """The RoPE part of fitting (in place on ``out``): see the module docstring."""
+    model_rope = getattr(model, 'rope_type', 'none')
+    has_freqs = 'rope.freqs' in out
+    if has_freqs and checkpoint_rope != 'auto':
+        raise ValueError(f'checkpoint_rope={checkpoint_rope!r}, but the checkpoint has learned RoPE-Mixed '
+                         f'frequencies (rope.freqs {tuple(out["rope.freqs"].shape)}); allowed here: "auto"')
+    if model_rope == 'axial' and axial_theta is not None and not same_theta(axial_theta, model.rope_theta):
+        raise ValueError(f'axial_rope_theta={axial_theta} differs from the axial model\'s rope_theta='
+                         f'{model.rope_theta}; set one of them (an axial model uses its own rope_theta)')
+    if has_freqs:                                                           # RoPE-Mixed checkpoint
+        if model_rope == 'none':
+            raise CheckpointMismatchError(
+                f'checkpoint has RoPE-Mixed frequencies (rope.freqs {tuple(out["rope.freqs"].shape)}) but the '
+                f'model has rope="none"; build it with rope="mixed"')
+        if model_rope == 'axial':                                           # kept: unexpected unless allowed
+            log.hints['rope.freqs'] = (
+                'learned RoPE-Mixed frequencies, but the model has rope="axial"; build it with rope="mixed" '
+                'to keep them, or set allow_unexpected=["rope.freqs"] to drop them (the axial model then '
+                'computes another function than the checkpoint and needs fine-tuning)')
+        return
+    # No frequencies: RoPE-Axial (with or without APE) or, with pos_embed, possibly a plain ViT.
+    kind = checkpoint_rope
+    if kind == 'auto':
+        kind = 'axial'
+        if 'pos_embed' in out and model_rope != 'none':
+            log.warnings.append(
+                'the checkpoint has no RoPE frequencies and an absolute position embedding: it is either '
+                'RoPE-Axial + APE or a plain ViT (no RoPE). Read as RoPE-Axial (theta '
+                f'{model.rope_theta if model_rope == "axial" else (axial_theta or DEFAULT_AXIAL_THETA):g}). '
+                'If it is a plain ViT, RoPE is new in this model and it computes another function than the '
+                'checkpoint until fine-tuned. Set init_cfg checkpoint_rope="axial" or "none" to say which '
+                '(and silence this warning)')
+        elif 'pos_embed' not in out and model_rope == 'none':
+            log.warnings.append(
+                'the checkpoint has neither RoPE frequencies nor an absolute position embedding, so it was '
+                'most likely trained with RoPE-Axial; this model has rope="none" and no rotation: it computes '
+                'another function than the checkpoint. Build it with rope="axial" (or set checkpoint_rope='
+                '"none" if the checkpoint was trained without positions)')
+    if kind == 'axial' and model_rope == 'mixed':
+        theta = DEFAULT_AXIAL_THETA if axial_theta is None else float(axial_theta)
+        rope = model.rope
+        out['rope.freqs'] = axial_as_mixed(rope.head_dim, theta, (rope.depth, rope.num_heads)).to(
+            model.rope.freqs.dtype)                                         # [2, depth, nh, hd/2]
+        log.converted['rope.freqs'] = f'axial frequencies converted to mixed (exact), theta={theta:g}'
+    elif kind == 'none' and model_rope != 'none':
+        if model_rope == 'mixed':
+            log.new_at_init['rope.freqs'] = ('the checkpoint has no RoPE (checkpoint_rope="none"); the '
+                                             'RoPE-Mixed frequencies start at their init')
+        log.warnings.append(f'plain ViT checkpoint (checkpoint_rope="none") into a rope="{model_rope}" model: '
+                            f'RoPE rotates queries and keys the checkpoint was trained without, so the model '
+                            f'computes another function than the checkpoint until fine-tuned')
+
+
+def load_vit_checkpoint(model: nn.Module, checkpoint: dict, *, source: str = 'checkpoint', **options):
     """Convert ``checkpoint`` and load it into ``model`` with a report (see
-    :func:`ropevit.checkpoint.common.load_state_dict_checked`)."""
+    :func:`ropevit.checkpoint.common.load_state_dict_checked`; ``options``: its
+    ``allow_missing``, ``allow_unexpected``, ``strict``, ``logger`` and the converter's
+    ``checkpoint_rope``, ``axial_theta``)."""
     from .common import load_state_dict_checked
-    dropped: dict[str, str] = {}
-    state_dict = convert_vit_state_dict(checkpoint, model, dropped=dropped)
-    return load_state_dict_checked(model, state_dict, source=source, dropped=dropped)
+    conv = {k: options.pop(k) for k in ('checkpoint_rope', 'axial_theta') if k in options}
+    log = ConversionLog()
+    state_dict = convert_vit_state_dict(checkpoint, model, log=log, **conv)
+    return load_state_dict_checked(model, state_dict, source=source, log=log, expected_new=EXPECTED_NEW_KEYS,
+                                   **options)
 
 
-__all__ = ['convert_vit_state_dict', 'detect_vit_layout', 'load_vit_checkpoint']
+__all__ = ['DEFAULT_AXIAL_THETA', 'EXPECTED_NEW_KEYS', 'convert_vit_state_dict', 'detect_vit_layout',
+           'load_vit_checkpoint']

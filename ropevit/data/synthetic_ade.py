@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .generated_root import MARKER_NAME, prepare_root, write_marker
 
 #: Names of the ADE labels this generator uses (ADE label = index + 1); the rest of ADE's 150 never occur.
 CLASSES: tuple[str, ...] = ('wall', 'floor', 'disc', 'box', 'triangle', 'bar', 'ring', 'cross')
@@ -94,10 +96,30 @@ def _make_split(root: Path, split: str, stem: str, count: int, size: Sequence[in
         os.replace(tmp, ann_dir / f'{name}.png')
 
 
+GENERATOR = 'synthetic_ade'
+
+
+def owned_files(params: Mapping[str, Any]) -> list[str]:
+    """Paths (relative to the root) this generator writes for ``params``: images, label maps, temporaries."""
+    files = []
+    for split, stem, count in (('training', 'ADE_train', params['num_train']),
+                               ('validation', 'ADE_val', params['num_val'])):
+        for i in range(1, int(count) + 1):
+            name = f'{stem}_{i:08d}'
+            files += [f'images/{split}/{name}.jpg', f'annotations/{split}/{name}.png',
+                      f'annotations/{split}/{name}.png.tmp']
+    return files
+
+
 def make_synthetic_ade(root: str | os.PathLike, *, num_train: int = 200, num_val: int = 40,
                        image_size: Sequence[int] = (96, 128), seed: int = 0, max_objects: int = 5,
                        overwrite: bool = False) -> Path:
-    """Write the set under ``root`` (skipped when complete, unless ``overwrite``); returns ``root``.
+    """Write the set under ``root``; returns ``root``.
+
+    ``root/.ropevit_generated.json`` records the parameters (see :mod:`ropevit.data.generated_root`): a
+    complete set made with the same parameters is reused; one made with other parameters (or left incomplete)
+    is replaced, removing only the files this generator wrote; a non-empty folder without the marker is
+    refused (``FileExistsError``) unless ``overwrite``.
 
     Args:
         image_size: ``(H, W)`` of every image.
@@ -109,18 +131,31 @@ def make_synthetic_ade(root: str | os.PathLike, *, num_train: int = 200, num_val
     if num_train < 1 or num_val < 1:
         raise ValueError(f'num_train={num_train}, num_val={num_val}: both must be >= 1')
     root = Path(root)
-    marker = root / '.complete'
-    want = f'{num_train} {num_val} {h} {w} {seed} {max_objects}'
-    if marker.exists() and marker.read_text() == want and not overwrite:
+    params = dict(num_train=int(num_train), num_val=int(num_val), image_size=[h, w], seed=int(seed),
+                  max_objects=int(max_objects))
+    _adopt_legacy_marker(root)
+    if prepare_root(root, generator=GENERATOR, params=params, owned=owned_files, overwrite=overwrite):
         return root
     for split, stem, count, s in (('training', 'ADE_train', num_train, seed),
                                   ('validation', 'ADE_val', num_val, seed + 1)):
-        for sub in ('images', 'annotations'):                    # a different request replaces the split
-            for old in (root / sub / split).glob('*') if (root / sub / split).is_dir() else ():
-                old.unlink()
         _make_split(root, split, stem, count, (h, w), s, max_objects)
-    marker.write_text(want)
+    write_marker(root, generator=GENERATOR, params=params, complete=True)
     return root
+
+
+def _adopt_legacy_marker(root: Path) -> None:
+    """Earlier versions wrote ``root/.complete`` holding ``"num_train num_val H W seed max_objects"``: turn it
+    into the current marker, so such a folder is still recognised as this generator's."""
+    legacy = root / '.complete'
+    if not legacy.is_file() or (root / MARKER_NAME).exists():
+        return
+    try:
+        num_train, num_val, h, w, seed, max_objects = (int(v) for v in legacy.read_text().split())
+    except ValueError:
+        return                                                   # not ours after all: leave it alone
+    write_marker(root, generator=GENERATOR, complete=True, params=dict(
+        num_train=num_train, num_val=num_val, image_size=[h, w], seed=seed, max_objects=max_objects))
+    legacy.unlink()
 
 
 def main() -> None:
@@ -133,8 +168,11 @@ def main() -> None:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--overwrite', action='store_true')
     a = parser.parse_args()
-    root = make_synthetic_ade(a.root, num_train=a.num_train, num_val=a.num_val, image_size=a.size, seed=a.seed,
-                              overwrite=a.overwrite)
+    try:
+        root = make_synthetic_ade(a.root, num_train=a.num_train, num_val=a.num_val, image_size=a.size,
+                                  seed=a.seed, overwrite=a.overwrite)
+    except (FileExistsError, ValueError) as e:
+        parser.error(str(e))
     print(f'synthetic ADE20k-layout set at {root}')
 
 

@@ -5,19 +5,22 @@ Layout (the same as COCO 2017, so configs only change ``data_root``)::
     ROOT/annotations/instances_{train,val}2017.json
     ROOT/{train,val}2017/000000000001.jpg ...
 
-Each image has a textured background (smooth noise, stripes) and 1-5 shapes of three classes
+Each image has a textured background (smooth noise, stripes) and 1..max_objects shapes of three classes
 (circle, square, triangle) with varied size and colour; later shapes occlude earlier ones and
-each annotation's mask (RLE) and box cover only the visible part.
+each annotation's mask (RLE) and box cover only the visible part. A marker file records the
+parameters of the set, so a folder is reused only for the same request (:mod:`ropevit.data.generated_root`).
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .generated_root import prepare_root, write_marker
 
 CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle')
 # Base hue of each class in RGB; every instance jitters it, so colour helps but does not decide.
@@ -105,20 +108,48 @@ def _make_split(root: Path, split: str, num_images: int, image_size: Sequence[in
     return ann_file
 
 
+GENERATOR = 'synthetic_coco'
+
+
+def owned_files(params: Mapping[str, Any]) -> list[str]:
+    """Paths (relative to the root) this generator writes for ``params``: images, json files, their temporaries."""
+    files = []
+    for split, count in (('train', params['num_train']), ('val', params['num_val'])):
+        files += [f'{split}2017/{image_id:012d}.jpg' for image_id in range(1, int(count) + 1)]
+        files += [f'annotations/instances_{split}2017.json', f'annotations/instances_{split}2017.json.tmp']
+    return files
+
+
 def make_synthetic_coco(root: str | os.PathLike, *, num_train: int = 240, num_val: int = 48,
                         image_size: Sequence[int] = (128, 128), seed: int = 0, max_objects: int = 4,
                         overwrite: bool = False) -> Path:
-    """Write the set under ``root`` (skipped when it is already complete, unless ``overwrite``).
+    """Write the set under ``root``; returns ``root`` as a Path.
 
-    Returns:
-        ``root`` as a Path.
+    ``root/.ropevit_generated.json`` records the parameters (see :mod:`ropevit.data.generated_root`): a
+    complete set made with the same parameters is reused; one made with other parameters (or left incomplete)
+    is replaced, removing only the files this generator wrote; a non-empty folder without the marker is
+    refused (``FileExistsError``) unless ``overwrite``.
+
+    Args:
+        image_size: ``(H, W)`` of every image, both >= 16.
+        seed: the training split uses ``seed``, the validation split ``seed + 1``.
+        max_objects: each image gets 1..``max_objects`` shapes (>= 1).
     """
+    if len(image_size) != 2 or min(int(v) for v in image_size) < 16:
+        raise ValueError(f'image_size={tuple(image_size)}: expected (H, W) with both sides >= 16')
+    h, w = (int(v) for v in image_size)
+    if num_train < 1 or num_val < 1:
+        raise ValueError(f'num_train={num_train}, num_val={num_val}: both must be >= 1')
+    if max_objects < 1:
+        raise ValueError(f'max_objects={max_objects}: must be >= 1')
     root = Path(root)
-    done = root / 'annotations' / 'instances_val2017.json'
-    if done.exists() and (root / 'annotations' / 'instances_train2017.json').exists() and not overwrite:
+    params = dict(num_train=int(num_train), num_val=int(num_val), image_size=[h, w], seed=int(seed),
+                  max_objects=int(max_objects))
+    if prepare_root(root, generator=GENERATOR, params=params, owned=owned_files, overwrite=overwrite):
         return root
-    _make_split(root, 'train', num_train, image_size, seed, max_objects)
-    _make_split(root, 'val', num_val, image_size, seed + 1, max_objects)
+    _make_split(root, 'train', num_train, (h, w), seed, max_objects)
+    _make_split(root, 'val', num_val, (h, w), seed + 1, max_objects)
+    write_marker(root, generator=GENERATOR, params=params, complete=True)
     return root
 
 
@@ -130,10 +161,14 @@ def main() -> None:
     parser.add_argument('--num-val', type=int, default=48)
     parser.add_argument('--size', type=int, nargs=2, default=(128, 128), metavar=('H', 'W'))
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--overwrite', action='store_true')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='write into a folder this generator did not make, or regenerate the same set')
     a = parser.parse_args()
-    root = make_synthetic_coco(a.root, num_train=a.num_train, num_val=a.num_val, image_size=a.size,
-                               seed=a.seed, overwrite=a.overwrite)
+    try:
+        root = make_synthetic_coco(a.root, num_train=a.num_train, num_val=a.num_val, image_size=a.size,
+                                   seed=a.seed, overwrite=a.overwrite)
+    except (FileExistsError, ValueError) as e:
+        parser.error(str(e))
     print(f'synthetic COCO set at {root}')
 
 

@@ -7,6 +7,12 @@ mask, the padding mask and, when ``use_rpb``, Swin's relative position bias.
 
 RoPE positions are window-local ``(x, y)`` in ``[0, ws)``. Because RoPE is relative, a
 window gives the same scores as RoPE over absolute image positions restricted to it.
+
+The window a block uses may be smaller than the one it was built with (the original
+Swin's rule, :func:`ropevit.layers.window.effective_window`): the caller passes the
+effective ``window_size`` / ``shift_size`` per forward; the RoPE coordinates come with
+the stage's table for that window, and the bias table (sized for the built window) is
+indexed by the actual offsets.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from .window import pad_to_multiple, window_partition, window_unpartition
 class WindowRope(NamedTuple):
     """RoPE inputs shared by the blocks of a stage for one forward.
 
-    ``coords``: ``[ws*ws, 2]`` window-local ``(x, y)``. ``cos``/``sin``: the block's
+    ``coords``: ``[ws*ws, 2]`` window-local ``(x, y)`` of the effective window ``ws``. ``cos``/``sin``: the block's
     table, ``[ws*ws, P]`` (axial, shared by the stage) or ``[nh, ws*ws, P]`` (mixed, made
     by the stage from the block's frequencies); None for a mixed block called on its own,
     which then builds its table from ``coords`` and its ``rope_freqs``. ``rot``: their
@@ -35,17 +41,22 @@ class WindowRope(NamedTuple):
     rot: Optional[torch.Tensor] = None
 
 
-def relative_position_index(window_size: int, *, device: Optional[torch.device] = None) -> torch.Tensor:
-    """``[ws*ws, ws*ws]`` index into a ``[(2ws-1)^2, nh]`` bias table (Swin's convention).
+def relative_position_index(window_size: int, *, table_window: Optional[int] = None,
+                            device: Optional[torch.device] = None) -> torch.Tensor:
+    """``[ws*ws, ws*ws]`` index into a ``[(2T-1)^2, nh]`` bias table (Swin's convention).
 
-    Entry ``(i, j)`` is ``(dy + ws - 1) * (2ws - 1) + (dx + ws - 1)`` with
-    ``(dy, dx) = pos_i - pos_j``.
+    Entry ``(i, j)`` is ``(dy + T - 1) * (2T - 1) + (dx + T - 1)`` with
+    ``(dy, dx) = pos_i - pos_j`` and ``T = table_window`` (default ``ws``). A window
+    smaller than the table's (``ws < T``) reads the entries of its actual offsets.
     """
     ws = window_size
+    t = ws if table_window is None else table_window
+    if not 1 <= ws <= t:
+        raise ValueError(f'window_size={ws} must be in [1, table_window={t}]')
     ys, xs = torch.meshgrid(torch.arange(ws, device=device), torch.arange(ws, device=device), indexing='ij')
     pos = torch.stack([ys.flatten(), xs.flatten()], -1)          # [N, 2] (row, col)
-    rel = pos[:, None, :] - pos[None, :, :] + (ws - 1)           # [N, N, 2] in [0, 2ws-2]
-    return rel[..., 0] * (2 * ws - 1) + rel[..., 1]              # [N, N]
+    rel = pos[:, None, :] - pos[None, :, :] + (t - 1)            # [N, N, 2] in [t-ws, t+ws-2]
+    return rel[..., 0] * (2 * t - 1) + rel[..., 1]               # [N, N]
 
 
 class WindowMSA(nn.Module):
@@ -89,11 +100,25 @@ class WindowMSA(nn.Module):
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop_rate)
 
-    def relative_position_bias(self) -> torch.Tensor:
-        """``[nh, N, N]`` bias of every query/key pair of a window."""
-        n = self.window_size ** 2
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]  # [N*N, nh]
-        return bias.view(n, n, -1).permute(2, 0, 1)                                       # [nh, N, N]
+    def relative_position_bias(self, window_size: Optional[int] = None) -> torch.Tensor:
+        """``[nh, N, N]`` bias of every query/key pair of a ``window_size`` window.
+
+        ``window_size`` (default: the built one) may be smaller than the built window (the
+        original Swin's rule on a small grid); the table is then indexed by the actual
+        offsets, ``|dy|, |dx| < window_size``, its central entries. (The original code
+        would build a ``(2 window_size - 1)^2`` table for that grid instead and resize a
+        pretrained one bicubically; for RoPE-Swin, which has no bias table, the two agree.)
+        """
+        ws = self.window_size if window_size is None else window_size
+        index = self.relative_position_index                                              # [N0, N0]
+        if ws != self.window_size:
+            w0 = self.window_size
+            # The top-left ws x ws positions of the built window have exactly the offsets of
+            # a ws window: a view of the cached index, no new table.
+            index = index.view(w0, w0, w0, w0)[:ws, :ws, :ws, :ws]                          # [ws, ws, ws, ws]
+        n = ws * ws
+        bias = self.relative_position_bias_table[index.reshape(-1)]                        # [N*N, nh]
+        return bias.view(n, n, -1).permute(2, 0, 1)                                        # [nh, N, N]
 
     def qkv_rotated(self, x: torch.Tensor, rope: Optional[WindowRope]
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -117,13 +142,15 @@ class WindowMSA(nn.Module):
         return q, k, qkv[2]
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                rope: Optional[WindowRope] = None) -> torch.Tensor:
+                rope: Optional[WindowRope] = None, *, window_size: Optional[int] = None) -> torch.Tensor:
         """
         Args:
             x: ``[B*nW, N, C]`` windows (``N = ws*ws``), batch-major: window ``w`` of
                 image ``b`` is row ``b * nW + w``.
             mask: ``[nW, N, N]`` additive mask (0 attend, large negative masked) or None.
-            rope: the stage's window RoPE inputs (required unless ``rope='none'``).
+            rope: the stage's window RoPE inputs for this window (required unless
+                ``rope='none'``).
+            window_size: the window side ``ws`` of ``x`` (default: the built one).
 
         Returns:
             ``[B*nW, N, C]``.
@@ -132,7 +159,7 @@ class WindowMSA(nn.Module):
         q, k, v = self.qkv_rotated(x, rope)                     # [B_, nh, N, hd]
         bias = None
         if self.use_rpb:
-            bias = self.relative_position_bias().unsqueeze(0)   # [1, nh, N, N]
+            bias = self.relative_position_bias(window_size).unsqueeze(0)   # [1, nh, N, N]
         if mask is not None:
             nw = mask.shape[0]
             mask = mask.to(q.dtype)[:, None]                    # [nW, 1, N, N]
@@ -168,26 +195,28 @@ class ShiftWindowMSA(nn.Module):
         self.drop = drop_path if drop_path is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], mask: Optional[torch.Tensor] = None,
-                rope: Optional[WindowRope] = None) -> torch.Tensor:
+                rope: Optional[WindowRope] = None, window: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """
         Args:
             x: ``[B, H*W, C]``.
             hw: ``(H, W)``.
-            mask: ``[nW, N, N]`` additive mask for this block's shift and the grid's
-                padding (built once per stage), or None.
-            rope: the stage's window RoPE inputs.
+            mask: ``[nW, N, N]`` additive mask for this block's window, shift and the
+                grid's padding (built once per stage), or None.
+            rope: the stage's window RoPE inputs for that window.
+            window: the effective ``(window_size, shift_size)`` on this grid (the stage's
+                window rule); default: the built ones.
 
         Returns:
             ``[B, H*W, C]``.
         """
         b, l, c = x.shape
         h, w = hw
-        ws, s = self.window_size, self.shift_size
+        ws, s = (self.window_size, self.shift_size) if window is None else window
         x = x.view(b, h, w, c)
         x, padded_hw = pad_to_multiple(x, ws)                              # [B, Hp, Wp, C]
         if s:
             x = torch.roll(x, (-s, -s), (1, 2))
-        x = self.w_msa(window_partition(x, ws), mask, rope)                # [B*nW, N, C]
+        x = self.w_msa(window_partition(x, ws), mask, rope, window_size=ws)  # [B*nW, N, C]
         x = window_unpartition(x, ws, padded_hw, padded_hw)                # [B, Hp, Wp, C]
         if s:
             x = torch.roll(x, (s, s), (1, 2))

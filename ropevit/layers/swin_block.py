@@ -14,7 +14,7 @@ from torch import nn
 
 from .rope import RopeType, axial_frequencies, grid_coords, is_compiling, rope_cos_sin, rope_rotation
 from .swin_attention import ShiftWindowMSA, WindowRope
-from .window import shifted_window_mask
+from .window import WindowRule, check_window_rule, effective_window, shifted_window_mask
 
 NormLayer = Callable[[int], nn.Module]
 #: Grids whose masks a stage keeps. One: a fixed-size loop (sliding-window inference, a
@@ -123,31 +123,36 @@ class SwinBlock(nn.Module):
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def _forward(self, x: torch.Tensor, hw: tuple[int, int], mask: Optional[torch.Tensor],
-                 rope: Optional[WindowRope]) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), hw, mask, rope)
+                 rope: Optional[WindowRope], window: Optional[tuple[int, int]]) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), hw, mask, rope, window)
         return x + self.drop_path(self.ffn(self.norm2(x)))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], mask: Optional[torch.Tensor] = None,
-                rope: Optional[WindowRope] = None) -> torch.Tensor:
-        """``x [B, H*W, C]`` -> ``[B, H*W, C]``."""
+                rope: Optional[WindowRope] = None, window: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        """``x [B, H*W, C]`` -> ``[B, H*W, C]``; ``window``: effective ``(window_size,
+        shift_size)`` on this grid (default: the built ones)."""
         if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._forward, x, hw, mask, rope, use_reentrant=False)
-        return self._forward(x, hw, mask, rope)
+            return cp.checkpoint(self._forward, x, hw, mask, rope, window, use_reentrant=False)
+        return self._forward(x, hw, mask, rope, window)
 
 
 class SwinStage(nn.Module):
     """``depth`` blocks alternating W-MSA / SW-MSA, then an optional ``downsample``.
 
-    The stage builds, once per forward, the additive masks (one for the unshifted and
-    one for the shifted blocks) and the ``(cos, sin)`` tables of all its blocks; for axial
-    RoPE the table is also cached across forwards (it only depends on the window size and
-    device).
+    The stage picks, once per forward, the effective window and shift for its grid
+    (``window_rule``, :func:`~ropevit.layers.window.effective_window`), and builds the
+    additive masks (one for the unshifted and one for the shifted blocks) and the
+    ``(cos, sin)`` tables of all its blocks for that window; for axial RoPE the table is
+    also cached across forwards (it only depends on the effective window and device).
 
     Args:
         embed_dims, num_heads, depth, window_size: stage sizes.
         rope: ``'mixed' | 'axial' | 'none'``; rope_theta: its theta.
         mask_padding: mask padded tokens out of attention (False reproduces mmdet's
             Swin, where padded zeros take part as keys).
+        window_rule: ``'mmdet'`` (always ``window_size``, shifted blocks always shift) or
+            ``'original'`` (Microsoft's Swin: a grid with ``min(H, W) <= window_size``
+            gets window ``min(H, W)`` and no shift).
         drop_path_rates: one stochastic-depth rate per block.
         downsample: patch merging after the blocks, or None.
         **block_kwargs: :class:`SwinBlock` options.
@@ -155,12 +160,14 @@ class SwinStage(nn.Module):
 
     def __init__(self, embed_dims: int, num_heads: int, depth: int, window_size: int, *,
                  rope: RopeType = 'mixed', rope_theta: float = 10.0, mask_padding: bool = True,
-                 drop_path_rates: Optional[Sequence[float]] = None,
+                 window_rule: WindowRule = 'mmdet', drop_path_rates: Optional[Sequence[float]] = None,
                  downsample: Optional[PatchMerging] = None, **block_kwargs) -> None:
         super().__init__()
+        check_window_rule(window_rule)
         self.window_size = window_size
         self.rope = rope
         self.mask_padding = mask_padding
+        self.window_rule = window_rule
         rates = list(drop_path_rates) if drop_path_rates is not None else [0.0] * depth
         self.blocks = nn.ModuleList([
             SwinBlock(embed_dims, num_heads, window_size, shift=i % 2 == 1, drop_path_rate=rates[i],
@@ -174,26 +181,32 @@ class SwinStage(nn.Module):
         self._rope_cache: Optional[tuple[tuple, WindowRope]] = None
         self._mask_cache: OrderedDict[tuple, tuple[Optional[torch.Tensor], Optional[torch.Tensor]]] = OrderedDict()
 
-    def window_rope(self, device: torch.device) -> Optional[WindowRope]:
-        """Window-local coordinates (and the axial table) for this stage."""
+    def window_plan(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """Effective ``(window_size, shift_size of the shifted blocks)`` on an ``hw`` grid."""
+        return effective_window(hw, self.window_size, self.window_size // 2, self.window_rule)
+
+    def window_rope(self, device: torch.device, window_size: Optional[int] = None) -> Optional[WindowRope]:
+        """Window-local coordinates ``0 .. ws-1`` (and the axial table) of a ``window_size``
+        window (default: the built one)."""
         if self.rope == 'none':
             return None
+        ws = self.window_size if window_size is None else window_size
         if is_compiling():
             # Traced as constants (Inductor folds them); the Python cache below would
             # break the graph (``is_inference_mode_enabled``, ``data_ptr``) and, inside
             # the stage loop, make Dynamo fall back to eager for the whole backbone.
-            return self._build_window_rope(device)
+            return self._build_window_rope(device, ws)
         # Tensors made under inference_mode cannot be saved for backward later: keyed apart.
-        key = (self.window_size, device, torch.is_inference_mode_enabled(),
+        key = (ws, device, torch.is_inference_mode_enabled(),
                None if self.rope != 'axial' else self.axial_freqs.data_ptr())
         if self._rope_cache is not None and self._rope_cache[0] == key:
             return self._rope_cache[1]
-        table = self._build_window_rope(device)
+        table = self._build_window_rope(device, ws)
         self._rope_cache = (key, table)
         return table
 
-    def _build_window_rope(self, device: torch.device) -> WindowRope:
-        coords = grid_coords(self.window_size, self.window_size, device=device)  # [ws*ws, 2]
+    def _build_window_rope(self, device: torch.device, window_size: int) -> WindowRope:
+        coords = grid_coords(window_size, window_size, device=device)            # [ws*ws, 2]
         if self.rope == 'axial':
             cos, sin = rope_cos_sin(self.axial_freqs, coords)                     # [ws*ws, P]
             return WindowRope(coords, cos, sin, None if is_compiling() else rope_rotation(cos, sin))
@@ -210,6 +223,8 @@ class SwinStage(nn.Module):
         if is_compiling():
             return self._build_masks(hw, device, dtype)
         # Tensors made under inference_mode cannot be saved for backward later: keyed apart.
+        # The effective window is a function of the grid (and the fixed window rule), so the
+        # grid keys it too.
         key = (tuple(hw), device, dtype, torch.is_inference_mode_enabled())
         masks = self._mask_cache.get(key)
         if masks is None:
@@ -222,22 +237,24 @@ class SwinStage(nn.Module):
 
     def _build_masks(self, hw: tuple[int, int], device: torch.device, dtype: torch.dtype
                      ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        ws = self.window_size
+        ws, shift = self.window_plan(hw)
         padded = (-(-hw[0] // ws) * ws, -(-hw[1] // ws) * ws)
         real = hw if self.mask_padding else padded
-        masks = [shifted_window_mask(padded, ws, shift, real, device=device, dtype=dtype)
-                 for shift in (0, ws // 2)]
-        return masks[0], masks[1]
+        unshifted = shifted_window_mask(padded, ws, 0, real, device=device, dtype=dtype)
+        if shift == 0:
+            return unshifted, unshifted                    # no block of this grid shifts
+        return unshifted, shifted_window_mask(padded, ws, shift, real, device=device, dtype=dtype)
 
-    def block_ropes(self, device: torch.device) -> list[Optional[WindowRope]]:
-        """One :class:`WindowRope` with its ``(cos, sin)`` per block, for one forward.
+    def block_ropes(self, device: torch.device, window_size: Optional[int] = None) -> list[Optional[WindowRope]]:
+        """One :class:`WindowRope` with its ``(cos, sin)`` per block, for one forward, for a
+        ``window_size`` window (default: the built one).
 
         Axial: the stage's cached table, shared. Mixed: the blocks' learnable frequencies
         stacked, so one ``rope_cos_sin`` call per stage and forward builds every block's
         ``[nh, ws*ws, P]`` table (gradients flow back to each block's ``rope_freqs``), and
         one ``rope_rotation`` call their complex form.
         """
-        rope = self.window_rope(device)
+        rope = self.window_rope(device, window_size)
         if rope is None or self.rope == 'axial':
             return [rope] * len(self.blocks)
         freqs = torch.stack([blk.attn.w_msa.rope_freqs for blk in self.blocks], 1)  # [2, D, nh, P]
@@ -250,10 +267,12 @@ class SwinStage(nn.Module):
                 ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor, tuple[int, int]]:
         """``x [B, H*W, C]`` -> ``(x_down, hw_down, x_out, hw)`` like mmdet's stage."""
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        ws, shift = self.window_plan(hw)
         masks = self.attention_masks(hw, x.device, dtype)
-        ropes = self.block_ropes(x.device)
+        ropes = self.block_ropes(x.device, ws)
         for blk, rope in zip(self.blocks, ropes):
-            x = blk(x, hw, masks[blk.attn.shift_size > 0], rope)
+            s = shift if blk.attn.shift_size > 0 else 0
+            x = blk(x, hw, masks[s > 0], rope, (ws, s))
         if self.downsample is None:
             return x, hw, x, hw
         x_down, hw_down = self.downsample(x, hw)

@@ -3,14 +3,47 @@
 Tensors inside backbones are channels-last ``[B, H, W, C]``. A grid that is not a
 multiple of the window is padded at the bottom/right; padded tokens are excluded
 from attention by a key mask so that results on real tokens do not depend on the
-amount of padding.
+amount of padding. :func:`effective_window` is the rule that picks a stage's window and
+shift for its grid (mmdet's or the original Swin's).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
+
+#: How a stage picks its window for a grid (see :func:`effective_window`).
+WindowRule = Literal['mmdet', 'original']
+WINDOW_RULES: tuple[str, ...] = ('mmdet', 'original')
+
+
+def check_window_rule(window_rule: str) -> None:
+    """Raise ``ValueError`` for an unknown window rule."""
+    if window_rule not in WINDOW_RULES:
+        raise ValueError(f'window_rule={window_rule!r} is not supported; choose one of {WINDOW_RULES} '
+                         f"('mmdet': always shift and pad, as mmdet's SwinTransformer; 'original': no shift "
+                         f'and a window of min(H, W) in a grid that fits in one window, as Microsoft\'s Swin '
+                         f'and naver-ai/rope-vit\'s RoPE-Swin)')
+
+
+def effective_window(hw: tuple[int, int], window_size: int, shift_size: int,
+                     window_rule: WindowRule = 'mmdet') -> tuple[int, int]:
+    """``(window, shift)`` a block with ``window_size`` / ``shift_size`` uses on an ``hw`` grid.
+
+    * ``'mmdet'``: always ``(window_size, shift_size)``; a smaller grid is padded up to
+      one window and still rolled (mmdet's / mmseg's ``SwinTransformer``).
+    * ``'original'``: when ``min(H, W) <= window_size``, ``(min(H, W), 0)``: no shift, and
+      a window no larger than the grid's short side. This is the rule of Microsoft's
+      Swin (``SwinTransformerBlock.__init__``) and of naver-ai/rope-vit's RoPE-Swin built
+      on it, there fixed at construction from ``img_size``; applied here per forward
+      from the actual grid, which equals the original built with ``img_size`` equal to
+      the input size. Otherwise as ``'mmdet'``.
+    """
+    h, w = hw
+    if window_rule == 'original' and min(h, w) <= window_size:
+        return min(h, w), 0
+    return window_size, shift_size
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
+import re
 from typing import Any, Iterator, Optional
 
 LAYOUTS = {
@@ -36,6 +37,10 @@ LAYOUTS = {
 
 class DatasetNotFoundError(FileNotFoundError):
     """A config's data set is missing; the message says what and where."""
+
+
+class DataCheckError(ValueError):
+    """A data set contradicts its annotation file; the message names the file and the fix."""
 
 
 def _datasets(cfg: Any) -> Iterator[tuple[str, dict]]:
@@ -88,6 +93,16 @@ def check_datasets(cfg: Any, *, which: tuple[str, ...] = ('train_dataloader', 'v
             if not osp.isdir(path):
                 raise DatasetNotFoundError(f'{where}: {key} folder {path!r} does not exist.\n'
                                            f'Expected the {layout}')
+    for loader_key in which:
+        evaluator_key = loader_key.replace('_dataloader', '_evaluator')
+        evaluators = cfg.get(evaluator_key)
+        for i, ev in enumerate(evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]):
+            ann = ev.get('ann_file') if isinstance(ev, dict) else None
+            if ann and '://' not in str(ann) and not osp.isfile(ann):
+                name = evaluator_key + (f'[{i}]' if isinstance(evaluators, (list, tuple)) else '')
+                raise DatasetNotFoundError(
+                    f'{name}.ann_file {ann!r} does not exist (cwd: {osp.abspath(".")}); point it at the '
+                    f'annotation file of {loader_key}.dataset (the metric reads the ground truth from it)')
 
 
 def _image_files(folder: str, suffix: str) -> Iterator[str]:
@@ -142,3 +157,276 @@ def explain_empty_datasets(cfg: Any, *, which: tuple[str, ...] = ('train_dataloa
                     return (f'{where}: image folder {path!r} holds no *{suffix} images, so the data set is '
                             f'empty.\nExpected the {LAYOUTS["ade"].format(root=root.rstrip("/") or "<data_root>")}')
     return None
+
+
+# ------------------------------------------------------------------------------ annotations vs data
+# What :func:`check_annotations` looks at, before training or testing:
+#
+# COCO json, every entry (cheap: only the "images" and "categories" arrays are parsed as json; the
+# annotation array is scanned with regular expressions, and only annotations holding an RLE mask are
+# parsed; 118k images / 860k annotations take about 2 s instead of json.load's 20 s):
+#   duplicate image ids, images without a positive width/height, an empty "categories" list,
+#   annotation category ids that are not in "categories", RLE masks whose "size" is not the
+#   [height, width] of their image.
+# Sampled (``sample`` images, evenly spread over the file, default 100): the size of each image file
+# as the config's LoadImageFromFile decodes it (header only, no pixel decode) against the json's
+# width/height. mmcv's decoders apply the EXIF orientation unless color_type says
+# "..._ignore_orientation" (or "unchanged"); the check follows the pipeline's choice, and when the
+# json matches the other convention it says which color_type reads the images the way the json was made.
+# ADE20k-style folders, sampled: label maps that are not single-channel, of another size than their
+# image, or with values above num_classes other than the ignore index 255.
+_EXIF_ORIENTATION = 0x0112
+_CAT_ID = re.compile(rb'"category_id"\s*:\s*(-?\d+)')
+_COUNTS = re.compile(rb'"counts"\s*:')
+
+
+def _few(items: list, n: int = 5) -> str:
+    items = list(items)
+    return ', '.join(map(str, items[:n])) + (f' ... ({len(items)} in all)' if len(items) > n else '')
+
+
+def _top_level_array(text: str, key: str) -> Optional[list]:
+    """The JSON array under a top-level ``key`` of a COCO file, parsed alone (None if not found)."""
+    decoder = json.JSONDecoder()
+    pattern = re.compile(r'"%s"\s*:\s*\[' % re.escape(key))
+    for m in pattern.finditer(text):
+        try:
+            value, _ = decoder.raw_decode(text, m.end() - 1)
+        except ValueError:
+            continue
+        if isinstance(value, list) and all(isinstance(v, dict) for v in value[:10]):
+            return value
+    return None
+
+
+def _rle_annotations(text: str, raw: bytes) -> Iterator[dict]:
+    """The annotations that hold an RLE (``counts``) mask, each parsed alone."""
+    decoder = json.JSONDecoder()
+    for m in _COUNTS.finditer(raw):
+        # raw is the UTF-8 of text; COCO files are ASCII, where byte and character offsets agree.
+        pos = m.start()
+        start = text.rfind('{', 0, pos)          # the RLE dict itself
+        for _ in range(3):                       # the annotation object opens a little before it
+            start = text.rfind('{', 0, start)
+            if start < 0:
+                break
+            try:
+                obj, end = decoder.raw_decode(text, start)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get('segmentation'), dict) and end > pos:
+                yield obj
+                break
+
+
+def _pipeline_of(ds: dict) -> list:
+    pipeline = ds.get('pipeline') or []
+    return [t for t in pipeline if isinstance(t, dict)]
+
+
+def _honours_exif(ds: dict) -> tuple[bool, str]:
+    """Whether the data set's LoadImageFromFile applies EXIF orientation, and its color_type."""
+    for t in _pipeline_of(ds):
+        if 'LoadImageFromFile' in str(t.get('type', '')):
+            color_type = t.get('color_type', 'color')
+            return ('ignore_orientation' not in color_type and color_type != 'unchanged'), color_type
+    return True, 'color'
+
+
+def _image_size(path: str) -> tuple[tuple[int, int], int]:
+    """``((width, height) as stored, EXIF orientation)`` from the header; raises OSError."""
+    from PIL import Image
+    with Image.open(path) as im:
+        try:
+            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+        except Exception:  # noqa: BLE001  (a broken EXIF block: mmcv ignores it too)
+            orientation = 1
+        return im.size, orientation
+
+
+def diagnose_image(path: str) -> Optional[str]:
+    """Why ``path`` cannot be decoded as an image, or None if it decodes."""
+    from PIL import Image
+    if not osp.exists(path):
+        return 'no such file'
+    if osp.isdir(path):
+        return 'a folder, not an image file'
+    if osp.getsize(path) == 0:
+        return 'empty file (0 bytes)'
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except Exception as e:  # noqa: BLE001  (PIL raises several types; the text is the reason)
+        return f'{type(e).__name__}: {e}'.splitlines()[0]
+    return None
+
+
+def _sample(n_total: int, n: int) -> list[int]:
+    if n_total <= n:
+        return list(range(n_total))
+    return sorted({round(i * (n_total - 1) / (n - 1)) for i in range(n)})
+
+
+def check_coco_annotations(ann_path: str, img_dir: str, *, where: str = '', ds: Optional[dict] = None,
+                           sample: int = 100) -> None:
+    """Raise :class:`DataCheckError` where the COCO file ``ann_path`` contradicts itself or its images
+    in ``img_dir`` (what is checked fully and what is sampled: see the comment above)."""
+    ds = ds or {}
+    head = f'{where}: ' if where else ''
+    with open(ann_path, 'rb') as f:
+        raw = f.read()
+    text = raw.decode('utf-8')
+    images = _top_level_array(text, 'images')
+    categories = _top_level_array(text, 'categories')
+    if images is None:
+        return  # not COCO-shaped; explain_empty_datasets / the loader say so
+    if categories is not None and not categories:
+        raise DataCheckError(f'{head}annotation file {ann_path!r} has an empty "categories" list, so no '
+                             f'annotation can be given a class; list the classes there (id, name).')
+    ids = [img.get('id') for img in images]
+    seen: set = set()
+    dups = sorted({i for i in ids if i in seen or seen.add(i)}, key=str)
+    if dups:
+        raise DataCheckError(
+            f'{head}annotation file {ann_path!r} lists image ids more than once ({_few(dups)}); pycocotools '
+            f'keeps only the last image of each id and gives it the annotations of all. Give every image '
+            f'its own id.')
+    sizes: dict = {}
+    for img in images:
+        w, h = img.get('width'), img.get('height')
+        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+            raise DataCheckError(f'{head}annotation file {ann_path!r}: image id {img.get("id")!r} '
+                                 f'({img.get("file_name")!r}) has width={w!r}, height={h!r}; both must be '
+                                 f'positive integers (the decoded image size).')
+        sizes[img.get('id')] = (h, w)
+    if categories is not None:
+        known = {c.get('id') for c in categories}
+        used = {int(m) for m in _CAT_ID.findall(raw)}
+        unknown = sorted(used - known)
+        if unknown:
+            raise DataCheckError(
+                f'{head}annotation file {ann_path!r}: annotations use category ids {_few(unknown)} that '
+                f'are not in its "categories" (ids {_few(sorted(known, key=str), 10)}); mmdet drops such '
+                f'annotations in silence. Add the categories or fix the ids.')
+    for ann in _rle_annotations(text, raw):
+        rle_size = ann['segmentation'].get('size')
+        want = sizes.get(ann.get('image_id'))
+        if want is not None and rle_size is not None and tuple(rle_size) != want:
+            raise DataCheckError(
+                f'{head}annotation file {ann_path!r}: annotation id {ann.get("id")!r} has an RLE mask of size '
+                f'{list(rle_size)} (height, width) but its image {ann.get("image_id")!r} is {list(want)}; '
+                f'encode the mask at the image size.')
+    honour, color_type = _honours_exif(ds)
+    for i in _sample(len(images), sample):
+        img = images[i]
+        path = osp.join(img_dir, str(img.get('file_name', '')))
+        try:
+            (w, h), orientation = _image_size(path)
+        except OSError:
+            continue  # a missing or undecodable file is named when the loader reaches it
+        rotated = orientation in (5, 6, 7, 8)
+        decoded = (h, w) if not (honour and rotated) else (w, h)
+        other = (w, h) if not (honour and rotated) else (h, w)
+        want = (img['height'], img['width'])
+        if decoded == want:
+            continue
+        if rotated and other == want:
+            fix = ("set color_type='color_ignore_orientation' in LoadImageFromFile (train and test "
+                   "pipelines): the json was made from the stored pixels, ignoring the EXIF orientation"
+                   if honour else
+                   "set color_type='color' in LoadImageFromFile: the json was made with the EXIF "
+                   "orientation applied")
+            raise DataCheckError(
+                f'{head}{path!r} carries EXIF orientation {orientation}; LoadImageFromFile(color_type='
+                f'{color_type!r}) decodes it as {decoded[1]}x{decoded[0]} but {ann_path!r} says '
+                f'{want[1]}x{want[0]} (width x height); {fix}.')
+        raise DataCheckError(
+            f'{head}{path!r} decodes as {decoded[1]}x{decoded[0]} but {ann_path!r} says {want[1]}x{want[0]} '
+            f'(width x height, image id {img.get("id")!r}); fix the json\'s width/height or the image '
+            f'(boxes and masks would not line up).')
+
+
+def _num_classes(cfg: Any) -> Optional[int]:
+    model = cfg.get('model') or {}
+    head = model.get('decode_head')
+    if isinstance(head, (list, tuple)):
+        head = head[-1] if head else None
+    if isinstance(head, dict) and isinstance(head.get('num_classes'), int):
+        return head['num_classes']
+    return None
+
+
+def check_seg_labels(img_dir: str, seg_dir: str, *, where: str = '', img_suffix: str = '.jpg',
+                     seg_suffix: str = '.png', num_classes: Optional[int] = None,
+                     reduce_zero_label: bool = False, ignore_index: int = 255, sample: int = 100) -> None:
+    """Raise :class:`DataCheckError` for a sampled label map that is RGB, of another size than its
+    image, or holds values above the classes (other than ``ignore_index``)."""
+    import numpy as np
+    from PIL import Image
+    head = f'{where}: ' if where else ''
+    names = sorted(_image_files(img_dir, img_suffix))
+    top = None if num_classes is None else (num_classes if reduce_zero_label else num_classes - 1)
+    for i in _sample(len(names), sample):
+        stem = names[i][:-len(img_suffix)] if img_suffix else names[i]
+        label_path = osp.join(seg_dir, stem + seg_suffix)
+        if not osp.isfile(label_path):
+            continue  # mmseg names a missing label map itself
+        with Image.open(label_path) as lab:
+            mode, size = lab.mode, lab.size
+            if mode not in ('L', 'P', 'I', 'I;16'):
+                raise DataCheckError(
+                    f'{head}label map {label_path!r} is {mode} ({len(lab.getbands())} channels); label maps '
+                    f'are single-channel PNGs of class indices (mode L or P). Convert colour-coded maps to '
+                    f'indices first.')
+            values = np.asarray(lab) if top is not None else None
+        try:
+            (w, h), _ = _image_size(osp.join(img_dir, names[i]))
+        except OSError:
+            continue
+        if (w, h) != size:
+            raise DataCheckError(
+                f'{head}label map {label_path!r} is {size[0]}x{size[1]} but its image '
+                f'{osp.join(img_dir, names[i])!r} is {w}x{h} (width x height); they must be the same size.')
+        if values is not None:
+            bad = np.unique(values[(values > top) & (values != ignore_index)])
+            if bad.size:
+                allowed = (f'0..{top} (0 = "other", ignored with reduce_zero_label=True)' if reduce_zero_label
+                           else f'0..{top}')
+                raise DataCheckError(
+                    f'{head}label map {label_path!r} holds values {_few(bad.tolist())} above the '
+                    f'{num_classes} classes; allowed: {allowed} and {ignore_index} (ignore). Check '
+                    f'num_classes and reduce_zero_label, or the label maps.')
+
+
+def check_annotations(cfg: Any, *, which: tuple[str, ...] = ('train_dataloader', 'val_dataloader',
+                                                               'test_dataloader'),
+                      sample: int = 100) -> None:
+    """Raise :class:`DataCheckError` where a data set of ``cfg`` contradicts its annotation file
+    (run after :func:`check_datasets`; missing paths are skipped here)."""
+    seen: set = set()
+    for loader_key, ds in _datasets(cfg):
+        if loader_key not in which:
+            continue
+        root = ds.get('data_root') or ''
+        where = f'{loader_key}.dataset ({ds.get("type", "?")})'
+        prefix = ds.get('data_prefix') or {}
+
+        def _path(p: str) -> str:
+            return p if osp.isabs(p) else osp.join(root, p)
+
+        if _layout(ds) == 'coco' and ds.get('ann_file'):
+            ann_path = _path(ds['ann_file'])
+            img_dir = _path(prefix.get('img', '') or '')
+            if (ann_path, img_dir) in seen or not osp.isfile(ann_path):
+                continue
+            seen.add((ann_path, img_dir))
+            check_coco_annotations(ann_path, img_dir, where=where, ds=ds, sample=sample)
+        elif _layout(ds) == 'ade' and prefix.get('img_path') and prefix.get('seg_map_path'):
+            img_dir, seg_dir = _path(prefix['img_path']), _path(prefix['seg_map_path'])
+            if (img_dir, seg_dir) in seen or not (osp.isdir(img_dir) and osp.isdir(seg_dir)):
+                continue
+            seen.add((img_dir, seg_dir))
+            check_seg_labels(img_dir, seg_dir, where=where, img_suffix=ds.get('img_suffix', '.jpg'),
+                             seg_suffix=ds.get('seg_map_suffix', '.png'), num_classes=_num_classes(cfg),
+                             reduce_zero_label=bool(ds.get('reduce_zero_label', 'ADE' in str(ds.get('type')))),
+                             ignore_index=int(ds.get('ignore_index', 255)), sample=sample)

@@ -7,17 +7,56 @@ state-dict keys are the core :class:`ropevit.models.swin.RoPESwin`.
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
-from mmengine.runner.checkpoint import CheckpointLoader
 
-from ropevit.checkpoint.common import load_state_dict_checked
-from ropevit.checkpoint.swin import convert_swin_state_dict
+from ropevit.checkpoint.swin import EXPECTED_NEW_KEYS, convert_swin_state_dict
 from ropevit.models import swin as core
+
+from .pretrained import load_pretrained
+
+
+def check_mm_swin_keywords(*, init_cfg: Any, pretrained: Any, norm_cfg: Any, act_cfg: Any, strides: Any,
+                           use_abs_pos_embed: Any, convert_weights: Any, pretrain_img_size: Any,
+                           patch_size: int, num_stages: int) -> None:
+    """The checks of mmdet's / mmseg's ``SwinTransformer.__init__`` on the keywords that only exist
+    for their configs, each a ``TypeError`` / ``ValueError`` that names the value and what is
+    allowed (theirs are asserts, or nothing). The core class checks the shared keywords."""
+    if pretrained is not None and not isinstance(pretrained, str):
+        raise TypeError(f'pretrained={pretrained!r} must be a checkpoint path (str) or None; '
+                        f'prefer init_cfg=dict(type="Pretrained", checkpoint=PATH)')
+    if init_cfg is not None and pretrained is not None:
+        raise ValueError(f'init_cfg={init_cfg!r} and pretrained={pretrained!r} cannot both be set; '
+                         f'use init_cfg=dict(type="Pretrained", checkpoint=...) only')
+    if not (init_cfg is None or isinstance(init_cfg, dict)
+            or (isinstance(init_cfg, list) and all(isinstance(c, dict) for c in init_cfg))):
+        raise TypeError(f'init_cfg={init_cfg!r} must be None, a dict or a list of dicts')
+    size = (pretrain_img_size,) if isinstance(pretrain_img_size, int) else pretrain_img_size
+    if not (isinstance(size, (tuple, list)) and len(size) in (1, 2)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise ValueError(f'pretrain_img_size={pretrain_img_size!r} must be a positive int or a tuple of 1 or 2 '
+                         f'positive ints (RoPESwin does not use it: it has no absolute position embedding)')
+    if not isinstance(use_abs_pos_embed, bool) or use_abs_pos_embed:
+        raise ValueError(f'use_abs_pos_embed={use_abs_pos_embed!r} is not supported by RoPESwin (positions come '
+                         f'from RoPE or the relative position bias); allowed: False')
+    if not isinstance(convert_weights, bool):
+        raise TypeError(f'convert_weights={convert_weights!r} must be a bool (RoPESwin detects the checkpoint '
+                        f'layout from its keys, so either value works)')
+    if strides is not None:
+        given = tuple(strides) if isinstance(strides, (tuple, list)) else strides
+        allowed = (patch_size,) + (2,) * (num_stages - 1)
+        if not (isinstance(given, tuple) and len(given) >= num_stages and given[0] == patch_size
+                and all(s == 2 for s in given[1:])):
+            raise ValueError(f'strides={given!r} is not supported; allowed: {allowed} (the first equal to '
+                             f'patch_size={patch_size}: non-overlapping patch embedding; then 2x2 patch merging; '
+                             f'one per stage)')
+    for name, cfg in (('norm_cfg', norm_cfg), ('act_cfg', act_cfg)):
+        if cfg is not None and not (isinstance(cfg, dict) and 'type' in cfg):
+            raise TypeError(f'{name}={cfg!r} must be None or a dict with a "type" key, e.g. dict(type="LN")')
 
 
 @MODELS.register_module()
@@ -37,18 +76,15 @@ class RoPESwin(core.RoPESwin, BaseModule):
                  strides: Optional[Sequence[int]] = None, use_abs_pos_embed: bool = False,
                  convert_weights: bool = True, pretrain_img_size: Union[int, Sequence[int]] = 224,
                  **kwargs) -> None:
-        if init_cfg is not None and pretrained is not None:
-            raise ValueError('init_cfg and pretrained cannot both be set; use init_cfg=dict(type="Pretrained", ...)')
+        num_stages = len(core.resolve_arch(kwargs.get('arch', 'tiny'), embed_dims=kwargs.get('embed_dims'),
+                                           depths=kwargs.get('depths'), num_heads=kwargs.get('num_heads'))[1])
+        check_mm_swin_keywords(init_cfg=init_cfg, pretrained=pretrained, norm_cfg=norm_cfg, act_cfg=act_cfg,
+                               strides=strides, use_abs_pos_embed=use_abs_pos_embed,
+                               convert_weights=convert_weights, pretrain_img_size=pretrain_img_size,
+                               patch_size=kwargs.get('patch_size', 4), num_stages=num_stages)
         if pretrained is not None:
             warnings.warn('pretrained is deprecated, use init_cfg=dict(type="Pretrained", checkpoint=...)')
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        if use_abs_pos_embed:
-            raise ValueError('use_abs_pos_embed=True is not supported by RoPESwin (positions come from RoPE '
-                             'or the relative position bias); allowed: False')
-        patch_size = kwargs.get('patch_size', 4)
-        if strides is not None and tuple(strides) != (patch_size, 2, 2, 2)[:len(tuple(strides))]:
-            raise ValueError(f'strides={tuple(strides)} is not supported; allowed: ({patch_size}, 2, 2, 2) '
-                             f'(non-overlapping patch embedding, 2x2 patch merging)')
         if norm_cfg is not None:
             kwargs['norm_layer'] = lambda c, cfg=dict(norm_cfg): build_norm_layer(cfg, c)[1]
         if act_cfg is not None:
@@ -58,9 +94,13 @@ class RoPESwin(core.RoPESwin, BaseModule):
         self.init_cfg = init_cfg
 
     def init_weights(self) -> None:
-        """From scratch, or from ``init_cfg=dict(type='Pretrained', checkpoint=PATH[, prefix])``
+        """From scratch, or from ``init_cfg=dict(type='Pretrained', checkpoint=PATH[, prefix,
+        allow_missing, allow_unexpected, strict, checkpoint_rope, axial_rope_theta])``
         through :func:`convert_swin_state_dict` (Microsoft / original RoPE-Swin, mmdet / mmseg
-        and ropevit layouts), reporting every key that did not fit."""
+        and ropevit layouts) and :mod:`ropevit.mm.pretrained` (docs/LOADING_WEIGHTS.md): every
+        tensor the checkpoint lacks (beyond the output norms ``norm<i>``) or the model cannot
+        use is an error naming it unless allowed; an axial checkpoint into a RoPE-Mixed model
+        gets exactly the axial frequencies. The report is kept as ``self.load_report``."""
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained' and not cfg.get('checkpoint'):
             # Configs leave the path empty for the user to set; say loudly that nothing was loaded.
@@ -71,17 +111,8 @@ class RoPESwin(core.RoPESwin, BaseModule):
             cfg = None
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             self.init_scratch_weights()   # whatever the checkpoint lacks (e.g. norm<i>) starts as from scratch
-            logger = MMLogger.get_current_instance()
-            path = cfg['checkpoint']
-            ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu', logger=logger)
-            if cfg.get('prefix'):
-                from ropevit.checkpoint.common import strip_prefix, unwrap_state_dict
-                prefix = cfg['prefix'] if cfg['prefix'].endswith('.') else cfg['prefix'] + '.'
-                ckpt = strip_prefix(unwrap_state_dict(ckpt), prefix)
-            dropped: dict[str, str] = {}
-            state_dict = convert_swin_state_dict(ckpt, self, dropped=dropped)
-            report = load_state_dict_checked(self, state_dict, source=str(path), dropped=dropped)
-            logger.info(f'RoPESwin weights from {path}: {report.summary()}')
+            self.load_report = load_pretrained(self, cfg, convert=convert_swin_state_dict,
+                                               expected_new=EXPECTED_NEW_KEYS)
             self._is_init = True
         elif cfg is None:
             self.init_scratch_weights()

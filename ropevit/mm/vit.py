@@ -14,13 +14,13 @@ from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
-from mmengine.runner.checkpoint import CheckpointLoader
 from timm.layers import LayerNorm2d
 
-from ropevit.checkpoint.common import load_state_dict_checked, strip_prefix, unwrap_state_dict
-from ropevit.checkpoint.vit import convert_vit_state_dict
+from ropevit.checkpoint.vit import EXPECTED_NEW_KEYS, convert_vit_state_dict
 from ropevit.models import vit as core
 from ropevit.necks import simple_fpn as core_fpn
+
+from .pretrained import load_pretrained
 
 
 def _act_factory(act_cfg: Optional[dict]):
@@ -61,8 +61,12 @@ class RoPEViT(core.RoPEViT, BaseModule):
         self.init_cfg = init_cfg
 
     def init_weights(self) -> None:
-        """From scratch, or from ``init_cfg=dict(type='Pretrained', checkpoint=PATH[, prefix])``,
-        reporting every key that was dropped, missing or unexpected."""
+        """From scratch, or from ``init_cfg=dict(type='Pretrained', checkpoint=PATH[, prefix,
+        allow_missing, allow_unexpected, strict, checkpoint_rope, axial_rope_theta])``
+        (:mod:`ropevit.mm.pretrained`, docs/LOADING_WEIGHTS.md): every tensor the checkpoint
+        lacks or the model cannot use is an error naming it unless allowed; an axial
+        checkpoint into a RoPE-Mixed model gets exactly the axial frequencies. The report is
+        kept as ``self.load_report``."""
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained' and not cfg.get('checkpoint'):
             # Configs leave the path empty for the user to set; say loudly that nothing was loaded.
@@ -72,18 +76,9 @@ class RoPEViT(core.RoPEViT, BaseModule):
                 'ImageNet weights.')
             cfg = None
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            self.init_scratch_weights()   # whatever the checkpoint lacks starts as from scratch
-            logger = MMLogger.get_current_instance()
-            path = cfg['checkpoint']
-            ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu', logger=logger)
-            if cfg.get('prefix'):
-                prefix = cfg['prefix'] if cfg['prefix'].endswith('.') else cfg['prefix'] + '.'
-                ckpt = strip_prefix(unwrap_state_dict(ckpt), prefix)
-            dropped: dict[str, str] = {}
-            state_dict = convert_vit_state_dict(ckpt, self, dropped=dropped)
-            report = load_state_dict_checked(self, state_dict, source=str(path), dropped=dropped)
-            logger.info(f'RoPEViT weights from {path}: {report.summary()}')
-            self.load_report = report
+            self.init_scratch_weights()   # what an allowed partial load leaves out starts as from scratch
+            self.load_report = load_pretrained(self, cfg, convert=convert_vit_state_dict,
+                                               expected_new=EXPECTED_NEW_KEYS)
             self._is_init = True
         elif cfg is None:
             self.init_scratch_weights()

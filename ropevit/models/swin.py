@@ -15,6 +15,7 @@ from torch import nn
 
 from ropevit.layers.rope import ROPE_TYPES, RopeType, check_rope_args
 from ropevit.layers.swin_block import ActLayer, NormLayer, PatchEmbed, PatchMerging, SwinStage
+from ropevit.layers.window import WindowRule, check_window_rule
 
 #: ``arch`` presets: embed dims of stage 0, blocks per stage, heads per stage.
 SWIN_ARCHS: dict[str, dict] = {
@@ -74,6 +75,26 @@ class RoPESwin(nn.Module):
         in_channels, patch_size: image channels and patch-embedding stride (4).
         window_size: attention window side; may differ from the one the weights were
             trained with (RoPE has no table; an RPB table is resized at load).
+        window_rule: what a stage does when its token grid is not larger than a window
+            (``min(H, W) <= window_size``), decided per forward from the actual grid:
+
+            * ``'mmdet'`` (default): nothing special; the grid is padded to a window and
+              the odd blocks still shift by ``window_size // 2``, as mmdet's / mmseg's
+              ``SwinTransformer``. Needed for parity with mmdet-layout checkpoints.
+            * ``'original'``: the original Swin's rule (Microsoft's
+              ``SwinTransformerBlock``, and naver-ai/rope-vit's RoPE-Swin built on it):
+              that stage uses no shift and a window of ``min(H, W)``. This is the
+              function the published RoPE-Swin (and Microsoft Swin) ImageNet weights were
+              trained with: at 224 the last stage's 7x7 grid is one unshifted window. The
+              original fixes it at construction from ``img_size``; applied per forward, it
+              equals the original built with ``img_size`` equal to the input. RoPE then
+              uses window-local coordinates ``0 .. min(H, W) - 1``; a relative position
+              bias table (``use_rpb``) is indexed by the actual offsets (its central
+              ``(2 min(H, W) - 1)^2`` entries), where the original would build a smaller
+              table and resize a pretrained one.
+
+            Larger grids are treated the same by both rules, so at detection and
+            segmentation sizes (e.g. 800x1333, 512x512) they only differ on small inputs.
         mlp_ratio, qkv_bias, qk_scale, patch_norm: as in mmdet.
         drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, and the
             maximum stochastic depth (linear over all blocks).
@@ -89,7 +110,8 @@ class RoPESwin(nn.Module):
                  depths: Optional[Sequence[int]] = None, num_heads: Optional[Sequence[int]] = None,
                  rope: RopeType = 'mixed', rope_theta: Optional[float] = None,
                  use_rpb: Optional[bool] = None, mask_padding: bool = True, in_channels: int = 3,
-                 patch_size: int = 4, window_size: int = 7, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 patch_size: int = 4, window_size: int = 7, window_rule: WindowRule = 'mmdet',
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  qk_scale: Optional[float] = None, patch_norm: bool = True, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
                  out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1, with_cp: bool = False,
@@ -108,6 +130,7 @@ class RoPESwin(nn.Module):
             raise ValueError(f'rope_theta={rope_theta} must be > 0')
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError(f'window_size={window_size!r} must be a positive int')
+        check_window_rule(window_rule)
         if patch_size < 1:
             raise ValueError(f'patch_size={patch_size} must be >= 1')
         num_stages = len(depths)
@@ -128,6 +151,7 @@ class RoPESwin(nn.Module):
         self.rope_theta = float(rope_theta)
         self.use_rpb = bool(use_rpb)
         self.window_size = window_size
+        self.window_rule = window_rule
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.num_features = [dims * 2 ** i for i in range(num_stages)]
@@ -144,8 +168,8 @@ class RoPESwin(nn.Module):
                     if i < num_stages - 1 else None)
             self.stages.append(SwinStage(
                 c, heads[i], depths[i], window_size, rope=rope, rope_theta=self.rope_theta,
-                mask_padding=mask_padding, drop_path_rates=dpr[sum(depths[:i]):sum(depths[:i + 1])],
-                downsample=down, use_rpb=self.use_rpb, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                mask_padding=mask_padding, window_rule=window_rule,
+                drop_path_rates=dpr[sum(depths[:i]):sum(depths[:i + 1])], downsample=down, use_rpb=self.use_rpb, qkv_bias=qkv_bias, qk_scale=qk_scale,
                 attn_drop_rate=attn_drop_rate, mlp_ratio=mlp_ratio, drop_rate=drop_rate,
                 norm_layer=norm_layer, act_layer=act_layer, with_cp=with_cp))
         for i in out_indices:

@@ -16,6 +16,7 @@ model = dict(
         arch='tiny',
         rope='mixed',
         window_size=7,
+        window_rule='original',   # as the naver RoPE-Swin ImageNet weights were trained (README)
         mlp_ratio=4,
         qkv_bias=True,
         drop_rate=0.0,

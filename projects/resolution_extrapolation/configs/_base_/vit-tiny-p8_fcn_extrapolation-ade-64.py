@@ -60,8 +60,10 @@ val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
 max_iters = 500
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999),
-                                                         weight_decay=0.05))
+# AdamW on everything but the position encodings the study compares: RoPEOptimWrapperConstructor
+# exempts RoPE frequencies and the APE from weight decay (mmengine's default decayed both).
+optim_wrapper = dict(type='OptimWrapper', constructor='RoPEOptimWrapperConstructor',
+                     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),
     dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=50, end=max_iters),

@@ -1,0 +1,71 @@
+"""``init_cfg=dict(type='Pretrained', ...)`` for RoPEViT and RoPESwin: read, convert, load strictly.
+
+Keys (docs/LOADING_WEIGHTS.md):
+
+* ``checkpoint`` (path or URL mmengine's ``CheckpointLoader`` reads), ``prefix`` (take the
+  keys under it, e.g. ``'backbone.'``), ``map_location`` (accepted; loading is on the CPU);
+* ``allow_missing``: glob patterns of model keys allowed to stay at their init;
+* ``allow_unexpected``: glob patterns of checkpoint keys (in the model's layout, as the
+  error names them) allowed to be ignored;
+* ``strict`` (default True): False allows every missing and unexpected key;
+* ``checkpoint_rope``: ``'auto'`` (default) | ``'axial'`` | ``'none'``: what the checkpoint
+  was trained with when its keys cannot tell (no frequencies but an APE / a relative
+  position bias); ``'none'`` = a plain ViT / Swin;
+* ``axial_rope_theta``: theta of an axial checkpoint that stores no frequencies, used to
+  convert it to a RoPE-Mixed model (default: ViT 100, Swin 50).
+
+Whatever is allowed, dropped with a loss or assumed is logged at WARNING level through
+MMLogger; the full report (loaded, converted, dropped, new) at INFO.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from mmengine.logging import MMLogger
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch import nn
+
+from ropevit.checkpoint.common import (CheckpointMismatchError, ConversionLog, LoadReport, check_checkpoint_rope,
+                                       load_state_dict_checked, strip_prefix, unwrap_state_dict)
+
+PRETRAINED_KEYS: tuple[str, ...] = ('type', 'checkpoint', 'prefix', 'map_location', 'allow_missing',
+                                    'allow_unexpected', 'strict', 'checkpoint_rope', 'axial_rope_theta')
+
+
+def load_pretrained(module: nn.Module, cfg: dict, *, convert: Callable, expected_new: dict[str, str]) -> LoadReport:
+    """Load ``cfg['checkpoint']`` into ``module`` through ``convert`` (a converter of
+    :mod:`ropevit.checkpoint`) and :func:`load_state_dict_checked`.
+
+    Raises:
+        ValueError: an unknown init_cfg key or a bad value (names it and what is allowed).
+        CheckpointMismatchError: the checkpoint does not fit (the message starts with its path).
+    """
+    unknown = sorted(set(cfg) - set(PRETRAINED_KEYS))
+    if unknown:
+        raise ValueError(f'init_cfg Pretrained: unknown keys {unknown}; allowed: {PRETRAINED_KEYS}')
+    checkpoint_rope = cfg.get('checkpoint_rope', 'auto')
+    check_checkpoint_rope(checkpoint_rope)
+    strict = cfg.get('strict', True)
+    if not isinstance(strict, bool):
+        raise ValueError(f'init_cfg strict={strict!r}; allowed: True, False')
+    theta = cfg.get('axial_rope_theta')
+    if theta is not None and (isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta <= 0):
+        raise ValueError(f'init_cfg axial_rope_theta={theta!r}; allowed: a number > 0 (or None)')
+    logger = MMLogger.get_current_instance()
+    path = cfg['checkpoint']
+    ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu', logger=logger)
+    if cfg.get('prefix'):
+        prefix = cfg['prefix'] if cfg['prefix'].endswith('.') else cfg['prefix'] + '.'
+        ckpt = strip_prefix(unwrap_state_dict(ckpt), prefix)
+    log = ConversionLog()
+    try:
+        state_dict = convert(ckpt, module, log=log, checkpoint_rope=checkpoint_rope,
+                             axial_theta=None if theta is None else float(theta))
+        return load_state_dict_checked(module, state_dict, source=str(path), log=log, expected_new=expected_new,
+                                       allow_missing=cfg.get('allow_missing'),
+                                       allow_unexpected=cfg.get('allow_unexpected'), strict=strict,
+                                       logger=logger)
+    except CheckpointMismatchError as e:
+        if str(path) in str(e):
+            raise
+        raise CheckpointMismatchError(f'{path}: {e}') from None
