@@ -92,7 +92,7 @@ def one_line(text: str) -> str:
 _KNOWN = {'ropevit.checkpoint.common': ('CheckpointMismatchError',),
           'ropevit.checkpoint.io': ('UnsafeCheckpointError',),
           'ropevit.fileio': ('OutputOverInputError',),
-          'ropevit.mm.data_check': ('DatasetNotFoundError', 'DataCheckError')}
+          'ropevit.datacheck': ('DatasetNotFoundError', 'DataCheckError')}
 
 
 def _known_types() -> tuple[type, ...]:

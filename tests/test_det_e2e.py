@@ -79,6 +79,13 @@ def _vit_cfg(root: Path, work_dir: Path) -> Config:
         neck=dict(backbone_channel=32, in_channels=[8, 16, 32, 32], out_channels=32))))
     cfg.model.backbone.arch = dict(embed_dims=32, depth=4, num_heads=2)  # a dict replaces the preset name
     _heads(cfg, 32)
+    # Small objects on 64 px images: the demo config's anchors (4 x stride, not 8) and sampler sizes. With
+    # COCO's, 14 iterations do not lift AP above that of the untrained model.
+    cfg.merge_from_dict(dict(model=dict(
+        rpn_head=dict(anchor_generator=dict(scales=[4])),
+        roi_head=dict(bbox_roi_extractor=dict(roi_layer=dict(sampling_ratio=2)),
+                      mask_roi_extractor=dict(roi_layer=dict(sampling_ratio=2))),
+        train_cfg=dict(rpn=dict(sampler=dict(num=128)), rcnn=dict(sampler=dict(num=64))))))
     cfg.model.roi_head.bbox_head.conv_out_channels = 32
     return _common(cfg, root, work_dir)
 
@@ -144,8 +151,9 @@ def test_train_then_coco_eval(make_cfg, coco_root: Path, tmp_path: Path, one_thr
 
     metrics = runner.val()
     assert metrics == record.metrics[-1]                # the evaluation at the end of training, the same again
+    # -1 would mean pycocotools found no ground truth; the trained model must clearly beat its own start
+    # (measured, bbox / segm mAP: Swin 0 / 0 -> 0.347 / 0.480; ViT 0.012 / 0.008 -> 0.233 / 0.100)
     for task in ('bbox', 'segm'):
-        for k in ('mAP', 'mAP_50'):
-            # -1 would mean pycocotools found no ground truth; the trained model must beat its own start
-            assert 0.0 <= untrained[f'coco/{task}_{k}'] < metrics[f'coco/{task}_{k}'] <= 1.0, (task, k, untrained,
-                                                                                             metrics)
+        for k, margin in (('mAP', 0.05), ('mAP_50', 0.1)):
+            before, after = untrained[f'coco/{task}_{k}'], metrics[f'coco/{task}_{k}']
+            assert 0.0 <= before and before + margin < after <= 1.0, (task, k, untrained, metrics)

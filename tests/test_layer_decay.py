@@ -34,7 +34,10 @@ def test_vit_groups_follow_layer_ids_and_decay_flags():
     n = vit.num_layers
     for name, p in model.named_parameters():
         g = by_param[id(p)]
-        if name.startswith('backbone.'):
+        if name == 'backbone.rope.freqs':   # one tensor for all blocks: stepped per block (test below)
+            assert g['lr'] == pytest.approx(0.5 ** (n - 1 - vit.depth))
+            assert g['slice_lr_scales'] == pytest.approx([0.5 ** (vit.depth - 1 - i) for i in range(vit.depth)])
+        elif name.startswith('backbone.'):
             layer = vit.get_layer_id(name[len('backbone.'):])
             assert g['lr'] == pytest.approx(0.5 ** (n - 1 - layer)), name
         else:
@@ -98,3 +101,36 @@ def test_one_sgd_step_uses_the_decayed_lr():
     n = vit.num_layers
     torch.testing.assert_close(stem.detach() - before['stem'], -0.1 * 0.5 ** (n - 1) * grads['stem'])
     torch.testing.assert_close(last.detach() - before['last'], -0.1 * 0.5 ** (n - 1 - vit.depth) * grads['last'])
+
+
+@pytest.mark.parametrize('optimizer', [dict(type='AdamW', lr=1e-2, weight_decay=0.05),
+                                       dict(type='SGD', lr=1e-1, momentum=0.9, weight_decay=0.05)])
+def test_shared_vit_rope_freqs_step_like_one_tensor_per_block_with_its_own_lr(optimizer):
+    """RoPEViT's rope.freqs [2, depth, nh, P] serves all blocks. Reference: torch's own optimizer on
+    one separate tensor per block, each with that block's decayed lr (and no weight decay), under
+    the same gradients and an lr schedule that scales every group."""
+    torch.manual_seed(0)
+    vit = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=4), rope='mixed')
+    model = Detector(vit)
+    rate, n = 0.6, vit.num_layers
+    wrapper = build_optim_wrapper(model, dict(optimizer=dict(optimizer), constructor='LayerDecayOptimWrapperConstructor',
+                                              paramwise_cfg=dict(decay_rate=rate)))
+    freqs = vit.rope.freqs
+    refs = [freqs[:, i].detach().clone().requires_grad_() for i in range(vit.depth)]
+    ref_cls = getattr(torch.optim, optimizer['type'])
+    ref_kwargs = {k: v for k, v in optimizer.items() if k not in ('type', 'lr', 'weight_decay')}
+    reference = ref_cls([dict(params=[r], lr=optimizer['lr'] * rate ** (n - 1 - (i + 1))) for i, r in enumerate(refs)],
+                        lr=optimizer['lr'], weight_decay=0.0, **ref_kwargs)
+    for step in range(4):
+        grad = torch.randn_like(freqs)
+        for p in model.parameters():
+            p.grad = None
+        freqs.grad = grad.clone()
+        for i, r in enumerate(refs):
+            r.grad = grad[:, i].clone()
+        wrapper.step()
+        reference.step()
+        for i, r in enumerate(refs):
+            torch.testing.assert_close(freqs[:, i].detach(), r.detach(), rtol=1e-6, atol=1e-7, msg=f'step {step} block {i}')
+        for group in (*wrapper.optimizer.param_groups, *reference.param_groups):   # a schedule: lr x 0.5
+            group['lr'] *= 0.5

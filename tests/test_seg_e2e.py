@@ -17,7 +17,7 @@ import ropevit.mm  # noqa: F401
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 IMAGE_HW = (50, 70)
 CROP = (40, 40)
-ITERS = 3
+ITERS = 8
 
 SHRINK = {
     'upernet_rope_swin_t_ade20k.py': """
@@ -124,7 +124,9 @@ def _train_and_test(cfg) -> None:
     # mmseg's IoUMetric on the validation images, just before the first iteration and after the last
     untrained, trained = record.metrics[0], record.metrics[-1]
     assert len(record.metrics) == 2, record.metrics
-    assert untrained['mIoU'] < trained['mIoU'] and untrained['aAcc'] < trained['aAcc'], (untrained, trained)
+    # (measured: untrained 0 / 0, trained 15.6 / 53.6 for Swin, 30.4 / 82.7 for ViT; the margin is generous)
+    assert trained['mIoU'] > untrained['mIoU'] + 5 and trained['aAcc'] > untrained['aAcc'] + 20, (untrained,
+                                                                                                   trained)
 
     # whole: one pass over the 50x70 image; IoUMetric compares the prediction with the 50x70 ground truth
     whole = runner.test()

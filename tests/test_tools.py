@@ -80,5 +80,6 @@ def test_infer_draws_predictions_as_png(tmp_path: Path):
     # An untrained model still returns low-score detections; with threshold 0 they are drawn on the image.
     assert not np.array_equal(drawn, np.asarray(Image.open(imgs / 'a.jpg').convert('RGB')))
 
-    with pytest.raises(SystemExit, match='input not found'):
+    from ropevit.cli import ToolError
+    with pytest.raises(ToolError, match='input not found'):
         infer.main([str(cfg_path), str(ckpt), str(tmp_path / 'missing.jpg')])

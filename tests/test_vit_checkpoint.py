@@ -116,7 +116,7 @@ def test_converter_is_pure_and_infers_heads():
 
 
 @pytest.mark.parametrize('case,match', [
-    ('unrelated', r'random init: patch_embed\.proj\.weight.*no place in the model: encoder\.layer\.0\.weight, '
+    ('unrelated', r'random init: cls_token, pos_embed, patch_embed\.proj\.weight.*no place in the model and would be ignored: encoder\.layer\.0\.weight, '
                   r'classifier\.bias.*nothing fits'),
     ('shape', 'blocks.0.attn.qkv.weight'),
     ('mixed_into_axial', 'rope="mixed"'),

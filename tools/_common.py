@@ -39,36 +39,54 @@ def add_common_args(p: OneLineArgumentParser, *, launcher: bool = True, partial_
 
 
 # ------------------------------------------------------------------------------------------------ config
-def load_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str]):
-    """Read a config, apply ``--cfg-options``, register the scope's modules and ropevit's.
-
-    Detection and segmentation configs are told apart by ``default_scope`` (mmdet / mmseg).
-    """
+def read_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str]):
+    """Read a config and apply ``--cfg-options``, without importing its modules (``custom_imports``,
+    the scope's registries): every check of paths and values that needs no model runs before torch,
+    mmdet and mmseg are imported, so bad input is refused in about a second."""
     from mmengine.config import Config
     if not osp.isfile(path):
         raise ToolError(f'config file not found: {path!r} (cwd: {os.getcwd()}); give the path of a config '
                         f'such as configs/demo/mask_rcnn_rope_swin_demo.py')
     with config_stage(path, 'reading'):
-        cfg = Config.fromfile(path)
+        cfg = Config.fromfile(path, import_custom_modules=False)
         if cfg_options:
             _prepare_for_options(cfg, cfg_options, path)
             cfg.merge_from_dict(cfg_options)
     scope = cfg.get('default_scope', 'mmdet')
     if scope not in SCOPES:
         raise ToolError(f'{path}: default_scope={scope!r} is not supported; allowed: {SCOPES}')
-    with config_stage(path, 'registering its modules'):
-        if scope == 'mmdet':
+    check_pretrained_values(cfg, path)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
+def register_modules(cfg, path: str) -> None:
+    """Import what the config needs: its ``custom_imports``, the scope's modules (mmdet / mmseg) and
+    ropevit's (RoPE backbones, compat fixes, StrictLoadHook)."""
+    with config_stage(path, 'importing the modules of'):
+        custom = cfg.get('custom_imports')
+        if custom:
+            from mmengine.utils import import_modules_from_strings
+            import_modules_from_strings(**custom)
+        if cfg.get('default_scope', 'mmdet') == 'mmdet':
             from mmdet.utils import register_all_modules
         else:
             from mmseg.utils import register_all_modules
         register_all_modules(init_default_scope=False)
         import ropevit.mm  # noqa: F401  (RoPE backbones, compat fixes)
         import ropevit.mm.strict_load  # noqa: F401  (StrictLoadHook)
-    check_pretrained_values(cfg, path)
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(path))[0])
+
+
+def load_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str]):
+    """:func:`read_config` and :func:`register_modules`: a config ready to build.
+
+    Detection and segmentation configs are told apart by ``default_scope`` (mmdet / mmseg).
+    """
+    cfg = read_config(path, cfg_options, work_dir)
+    register_modules(cfg, path)
     return cfg
 
 
@@ -237,8 +255,8 @@ def resolve_resume(cfg: Any, resume: Optional[str]) -> Optional[str]:
 # -------------------------------------------------------------------------------------------------- data
 def check_data_or_exit(cfg, which, *, annotations: bool = True) -> None:
     """Missing data (names the path and the expected layout) and, with ``annotations``, data that
-    contradicts its annotation file (:func:`ropevit.mm.data_check.check_annotations`)."""
-    from ropevit.mm.data_check import check_annotations, check_datasets
+    contradicts its annotation file (:func:`ropevit.datacheck.check_annotations`)."""
+    from ropevit.datacheck import check_annotations, check_datasets
     check_datasets(cfg, which=which)
     if annotations:
         check_annotations(cfg, which=which)
@@ -276,11 +294,11 @@ def run_explaining_data_errors(run: Callable[[], object], cfg, which) -> object:
             raise
         image = _undecodable_image(e)
         if image is not None:
-            from ropevit.mm.data_check import diagnose_image
+            from ropevit.datacheck import diagnose_image
             reason = diagnose_image(image) or 'the decoder returned no image'
             raise ToolError(f'image {image!r} cannot be decoded ({reason}); replace the file or remove it '
                             f'from the annotation file') from e
-        from ropevit.mm.data_check import explain_empty_datasets
+        from ropevit.datacheck import explain_empty_datasets
         problem = explain_empty_datasets(cfg, which=which)
         if problem is None:
             raise

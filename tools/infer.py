@@ -89,8 +89,7 @@ def build_model(cfg, checkpoint: str, *, device: str, allow_partial: bool):
     ckpt = load_checkpoint_file(checkpoint, map_location='cpu')
     if hasattr(cfg.model.backbone, 'init_cfg'):
         cfg.model.backbone.init_cfg = None  # the checkpoint carries the backbone too
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # "checkpoint is None, use COCO classes": set from the checkpoint below
+    with warnings.catch_warnings(record=True):  # "checkpoint is None, use COCO classes": set below
         model = init_detector(cfg, None, device=device)
     state = _revise(unwrap_state_dict(ckpt), _REVISE_KEYS)
     check_model_state_dict(model, state, source=checkpoint, allow_partial=allow_partial)
@@ -122,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[str]:
     from mmdet.registry import VISUALIZERS
 
     from ropevit.fileio import atomic_target
-    from ropevit.mm.data_check import diagnose_image
+    from ropevit.datacheck import diagnose_image
 
     model = build_model(cfg, args.checkpoint, device=args.device, allow_partial=args.allow_partial_load)
     vis = VISUALIZERS.build(dict(type='DetLocalVisualizer', name='ropevit_infer'))

@@ -15,8 +15,8 @@ import sys
 from typing import Optional, Sequence
 
 from _common import (OneLineArgumentParser, ToolError, add_common_args, add_strict_load_hook, build_runner,
-                     check_data_or_exit, check_launcher, check_output_path, load_config,
-                     run_explaining_data_errors, run_tool, setup_local_rank)
+                     check_data_or_exit, check_launcher, check_output_path, read_config,
+                     register_modules, run_explaining_data_errors, run_tool, setup_local_rank)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -75,20 +75,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.out and not args.out.endswith(('.pkl', '.pickle')):
         raise ToolError(f'--out {args.out!r}: the predictions are written as a pickle; give a .pkl file name')
     check_output_path(args.out, [args.config, args.checkpoint], what='--out')
-    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    cfg = read_config(args.config, args.cfg_options, args.work_dir)
     cfg.launcher = args.launcher
-    cfg.load_from, cfg.resume = args.checkpoint, False
     if args.show_dir:
         _enable_visualization(cfg, args.show_dir)
-    if args.tta:
-        from ropevit.mm.tta import apply_tta
-        cfg = apply_tta(cfg)
     which = ('test_dataloader',)
     check_data_or_exit(cfg, which=which, annotations=not args.skip_data_check)
     if not osp.isfile(args.checkpoint):
         raise ToolError(f'checkpoint not found: {args.checkpoint!r}; give the .pth file written by '
                         f'tools/train.py (e.g. work_dirs/<config>/epoch_12.pth)')
     cfg.load_from, cfg.resume = args.checkpoint, False
+    register_modules(cfg, args.config)   # torch, mmdet/mmseg, ropevit.mm: only once the input is checked
+    if args.tta:
+        from ropevit.mm.tta import apply_tta
+        cfg = apply_tta(cfg)
     add_strict_load_hook(cfg, allow_partial=args.allow_partial_load)
     runner = build_runner(cfg, args.config)
     if args.out:

@@ -14,8 +14,9 @@ import sys
 from typing import Optional, Sequence
 
 from _common import (OneLineArgumentParser, ToolError, add_common_args, add_strict_load_hook, build_runner,
-                     check_data_or_exit, check_launcher, check_pretrained_values, load_config, log_warning,
-                     resolve_resume, run_explaining_data_errors, run_tool, setup_local_rank)
+                     check_data_or_exit, check_launcher, check_pretrained_values, log_warning, read_config,
+                     register_modules, resolve_resume, run_explaining_data_errors, run_tool,
+                     setup_local_rank)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -36,7 +37,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     check_launcher(args.launcher)
     setup_local_rank(args.local_rank)
-    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    cfg = read_config(args.config, args.cfg_options, args.work_dir)
     cfg.launcher = args.launcher
 
     if args.amp:
@@ -58,6 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     which = ('train_dataloader', 'val_dataloader')
     check_data_or_exit(cfg, which=which, annotations=not args.skip_data_check)
     check_pretrained_values(cfg, args.config, check_files=True)
+    register_modules(cfg, args.config)   # torch, mmdet/mmseg, ropevit.mm: only once the input is checked
     add_strict_load_hook(cfg, allow_partial=args.allow_partial_load)
     runner = build_runner(cfg, args.config)
     if warning:

@@ -286,9 +286,9 @@ def load_state_dict_checked(module: nn.Module, state_dict: StateDict, *, source:
             parts.append(f'{len(refused_unexpected)} checkpoint tensors have no place in the model and would '
                          f'be ignored: {name_keys(refused_unexpected)}')
         parts += _hints_for(refused_missing + refused_unexpected, log.hints)
-        if not report.loaded:
+        if not [k for k in report.loaded if k not in log.converted]:
             parts.append(f'nothing fits: the model expects keys like {sorted(own)[:8]}, the checkpoint has '
-                         f'keys like {sorted(state_dict)[:8]}')
+                         f'keys like {sorted(k for k in state_dict if k not in log.converted)[:8]}')
         parts.append('Nothing was loaded. If the partial load is intended, name the keys in the init_cfg: '
                      'allow_missing=[...] / allow_unexpected=[...] (glob patterns) or strict=False '
                      '(see docs/LOADING_WEIGHTS.md)')

@@ -111,7 +111,9 @@ def log_param_groups(title: str, groups: list[dict[str, Any]], names: list[list[
         numel = sum(p.numel() for p in group['params'])
         wd = group.get('weight_decay')
         wd_text = '(optimizer default)' if wd is None else f'{wd:.4g}'
-        extra = ''.join(f' {k}={group[k]}' for k in ('layer_id', 'slice_lr_scales') if group.get(k) is not None)
+        extra = f' layer_id={group["layer_id"]}' if group.get('layer_id') is not None else ''
+        if group.get('slice_lr_scales') is not None:   # one lr per block slice (RoPEViT's rope.freqs)
+            extra += ' slice lr=[' + ', '.join(f'{group["lr"] * v:.4g}' for v in group['slice_lr_scales']) + ']'
         lines.append(f'  [{i}] lr={group["lr"]:.4g} weight_decay={wd_text} tensors={len(group["params"])} '
                      f'numel={numel:,}{extra}: {name_patterns(group_names)}')
     print_log('\n'.join(lines), logger='current')
@@ -145,8 +147,8 @@ class RoPEOptimWrapperConstructor(DefaultOptimWrapperConstructor):
       :data:`ropevit.layer_decay.NO_DECAY_KEYS`: RoPE frequencies, position embeddings, the class
       token, relative position bias tables) gets no weight decay and keeps its lr.
 
-    A parameter shared by several modules is added once; frozen parameters are left out (as
-    mmengine does). Parameters with equal settings share a group; the groups are logged at rank 0.
+    A parameter shared by several modules is added once (``bypass_duplicate`` is accepted and has
+    nothing left to do); frozen parameters are left out, as mmengine does. Parameters with equal settings share a group; the groups are logged at rank 0.
     Unknown ``paramwise_cfg`` keys are an error.
     """
 

@@ -10,7 +10,8 @@ neck, heads) that are missing, unexpected or of another shape.
 
 Opt-in: ropevit's tools add the hook (``tools/train.py``, ``test.py``; ``infer.py`` calls
 :func:`check_model_state_dict` directly); a config can list it in ``custom_hooks``
-(``dict(type='StrictLoadHook')``). ``allow_partial=True`` (the tools' ``--allow-partial-load``)
+(``dict(type='StrictLoadHook')``, with ``custom_imports=dict(imports=['ropevit.mm',
+'ropevit.mm.strict_load'])``). ``allow_partial=True`` (the tools' ``--allow-partial-load``)
 turns the error into a WARNING that lists the same keys, for deliberate partial loads.
 """
 from __future__ import annotations

@@ -68,7 +68,9 @@ class RoPESwin(core.RoPESwin, BaseModule):
     ``init_cfg`` / ``pretrained``, ``strides`` (must be ``(patch_size, 2, 2, 2)``),
     ``use_abs_pos_embed`` (must be False), and ``convert_weights`` / ``pretrain_img_size``,
     which are accepted and unused: the checkpoint layout is detected from its keys and
-    RoPE-Swin has no absolute position embedding to size.
+    RoPE-Swin has no absolute position embedding to size. Every one of them is checked as
+    mmdet's ``SwinTransformer`` checks it (:func:`check_mm_swin_keywords`), with an error that
+    names the value (``tests/test_swin_mm_suites.py`` runs mmdet's and mmseg's cases).
     """
 
     def __init__(self, *, init_cfg: Optional[Union[dict, list]] = None, pretrained: Optional[str] = None,

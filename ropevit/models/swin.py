@@ -223,6 +223,7 @@ class RoPESwin(nn.Module):
     def _freeze_stages(self) -> None:
         if self.frozen_stages >= 0:
             self.patch_embed.eval()
+            self.drop_after_pos.eval()   # a frozen stem drops nothing, as in mmdet's / mmseg's Swin
             for p in self.patch_embed.parameters():
                 p.requires_grad = False
         for i in range(self.frozen_stages):

@@ -270,13 +270,15 @@ class RoPEViT(nn.Module):
         if self.rope is None:
             return [None] * self.depth
         per_block: list[Optional[tuple]] = [None] * self.depth
-        groups: dict[tuple[int, int], list[int]] = {}
+        # Grouped by window size (0 = global), not by grid: a dict keyed by the grid would hash
+        # the input's sizes, which torch.compile then specialises on (a recompile per input size).
+        groups: dict[int, list[int]] = {}
         for i in range(self.depth):
-            ws = self._block_window(i)
-            groups.setdefault((ws, ws) if ws else tuple(hw), []).append(i)
-        for grid, ids in groups.items():
+            groups.setdefault(self._block_window(i), []).append(i)
+        for ws, ids in groups.items():
+            grid = (ws, ws) if ws else hw
             # Global blocks see the prefix tokens: their tables carry identity rows for them.
-            npt = 0 if self._block_window(ids[0]) else self.num_prefix_tokens
+            npt = 0 if ws else self.num_prefix_tokens
             cos, sin, rot = self.rope.rotation_tables(grid, device, ids, num_prefix_tokens=npt)
             for j, i in enumerate(ids):
                 if self.rope_type == 'axial':
