@@ -14,7 +14,7 @@ import os
 import os.path as osp
 from typing import IO, Iterable, Iterator, Literal, Optional
 
-__all__ = ['atomic_write', 'atomic_target', 'write_bytes_atomic', 'same_file', 'refuse_overwriting_inputs',
+__all__ = ['atomic_write', 'atomic_target', 'write_bytes_atomic', 'looks_like_torch_file', 'same_file', 'refuse_overwriting_inputs',
            'OutputOverInputError']
 
 _TMP_TAG = '.ropevit-tmp'
@@ -122,3 +122,22 @@ def refuse_overwriting_inputs(outputs: Iterable[str], inputs: Iterable[str], *, 
                 raise OutputOverInputError(
                     f'{what} {out!r} is the input {inp!r}; writing it would destroy the input. '
                     f'Choose another output path.')
+
+
+def looks_like_torch_file(path: str | os.PathLike) -> bool:
+    """Cheap test (no torch, no unpickling) that ``path`` can be a ``torch.save`` file: a zip archive
+    whose central directory is intact and holds ``data.pkl`` (torch >= 1.6), or a legacy pickle
+    (starts with the pickle protocol opcode). Random bytes, empty and truncated zip files fail."""
+    import zipfile
+    path = os.fspath(path)
+    if not osp.isfile(path) or osp.getsize(path) == 0:
+        return False
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                return any(n.endswith('data.pkl') for n in z.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    return head[:1] == b'\x80' and head[1:2] in (b'\x02', b'\x03', b'\x04', b'\x05')

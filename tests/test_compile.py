@@ -1,6 +1,9 @@
 """``torch.compile`` of the backbones: Dynamo traces each forward as one graph (no graph
 break, no recompile when called again), the AOT-traced forward and backward equal eager's,
-and Inductor's compiled RoPESwin gives eager's outputs.
+and Inductor's compiled RoPESwin and RoPEViT (global attention with class token and APE;
+ViTDet windows with padding plus a global block) give eager's outputs, at a second input
+size too. After the one dynamic-shape recompile Dynamo makes for a second size, RoPEViT
+takes further sizes without recompiling.
 
 RoPESwin used to break the graph inside its stage loop (the window-RoPE cache asked
 ``torch.is_inference_mode_enabled()``), which made Dynamo give up on the whole backbone
@@ -14,7 +17,8 @@ from typing import Callable
 import pytest
 import torch
 from torch import nn
-from torch._dynamo.testing import CompileCounter
+from torch._dynamo.testing import CompileCounter, CompileCounterWithBackend
+from torch._dynamo.utils import counters
 
 from ropevit.models.swin import RoPESwin
 from ropevit.models.vit import RoPEViT
@@ -109,3 +113,78 @@ def test_inductor_swin_equals_eager():
         got = torch.compile(model)(x)
     for r, g in zip(ref, got, strict=True):
         torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+
+
+# Inductor on RoPEViT. Each static Inductor compile costs ~25-40 s of C++ build on 2 busy cores
+# (cold cache), so three: G at two sizes, W at one. A dynamic-shape Inductor compile of W took
+# over 6 minutes here, so the dynamic recompile is checked by tracing alone (test below).
+# G: global attention, class token (identity rows in the RoPE tables), APE resized bicubically
+# from a 4x4 to the actual grid, learnable RoPE-Mixed tables built inside the graph.
+# W: ViTDet windows of 3x3 patches over a 5x7 grid (padded to 6x9, padding keys masked) and one
+# global block, fixed RoPE-Axial tables, no class token or APE.
+INDUCTOR_VITS: dict[str, dict] = {
+    'global-mixed-cls-ape': dict(arch=dict(embed_dims=64, num_heads=2, depth=2), patch_size=8,
+                                 pretrain_img_size=32, rope='mixed', use_ape=True, with_cls_token=True,
+                                 layer_scale_init_value=1.0, out_indices=(0, 1)),
+    'windowed-axial': dict(arch=dict(embed_dims=64, num_heads=2, depth=2), patch_size=8, rope='axial',
+                           window_size=3, global_attn_indexes=(1,), with_cls_token=False,
+                           layer_scale_init_value=1.0, out_indices=(0, 1)),
+}
+# 40x52 px: 52 is not a multiple of the 8-px patch (zero-padded to 56): a 5x7 grid.
+# 60x36 px: the other side padded (64x40 px): an 8x5 grid, another APE resize.
+SIZES_VIT = {'global-mixed-cls-ape': [(40, 52), (60, 36)], 'windowed-axial': [(40, 52)]}
+
+
+def _assert_close_to_eager(got, ref, what: str) -> None:
+    # Inductor fuses and reorders float32 reductions (LayerNorm, softmax, the RoPE rotation written
+    # in real arithmetic): measured max |compiled - eager| / max |eager| = 1.1e-7 .. 2.4e-7, a few
+    # float32 ulps. 1e-5 of the output's scale is 40x that, and far below what a wrong rotation,
+    # mask or resize changes (order 1e-1).
+    assert len(got) == len(ref), what
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape and g.dtype == r.dtype, what
+        scale = r.abs().max().item()
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5 * scale, msg=lambda m: f'{what}: {m}')
+
+
+@pytest.mark.parametrize('name', list(INDUCTOR_VITS))
+def test_inductor_vit_equals_eager_in_one_graph(name):
+    torch.manual_seed(0)
+    model = RoPEViT(**INDUCTOR_VITS[name]).eval()
+    counter = CompileCounterWithBackend('inductor')
+    # dynamic=False: a second size is compiled statically (see the budget note above).
+    compiled = torch.compile(model, backend=counter, dynamic=False)
+    counters.clear()
+    sizes = SIZES_VIT[name]
+    for k, size in enumerate(sizes, start=1):
+        x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(k))
+        with torch.no_grad():
+            ref = model(x)
+            got = compiled(x)
+            assert counter.frame_count == k, f'{name} {size}: {counter.frame_count} graphs for {k} size(s)'
+            again = compiled(x)                  # same size: no recompile
+        assert counter.frame_count == k, f'{name} {size}: recompiled on the second call'
+        _assert_close_to_eager(got, ref, f'{name} {size}')
+        _assert_close_to_eager(again, ref, f'{name} {size}, second call')
+    assert not counters['graph_break'], dict(counters['graph_break'])
+    if len(sizes) > 1:                           # the first size's graph is still used
+        x = torch.randn(2, 3, *sizes[0], generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            _assert_close_to_eager(compiled(x), model(x), f'{name} {sizes[0]} again')
+        assert counter.frame_count == len(sizes)
+
+
+def test_vit_dynamic_recompile_serves_every_later_size():
+    """Default ``torch.compile``: static graph at the first size, one dynamic-shape graph at the
+    second, and no further recompile at a third (every size needs patch padding here, so all take
+    the same branch). RoPEViT once keyed a dict by the grid size, which made Dynamo specialise the
+    dynamic graph on it and recompile per size (after 8 sizes Dynamo gives up and runs eager)."""
+    torch.manual_seed(0)
+    model = RoPEViT(**INDUCTOR_VITS['global-mixed-cls-ape']).eval()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    with torch.no_grad():
+        for size, graphs in (((40, 52), 1), ((60, 36), 2), ((28, 84), 2), ((76, 44), 2)):
+            x = torch.randn(1, 3, *size)
+            _assert_close_to_eager(compiled(x), model(x), f'{size}')
+            assert counter.frame_count == graphs, f'{size}: {counter.frame_count} graphs, expected {graphs}'

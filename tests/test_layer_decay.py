@@ -113,8 +113,8 @@ def test_shared_vit_rope_freqs_step_like_one_tensor_per_block_with_its_own_lr(op
     vit = RoPEViT(arch=dict(embed_dims=32, num_heads=2, depth=4), rope='mixed')
     model = Detector(vit)
     rate, n = 0.6, vit.num_layers
-    wrapper = build_optim_wrapper(model, dict(optimizer=dict(optimizer), constructor='LayerDecayOptimWrapperConstructor',
-                                              paramwise_cfg=dict(decay_rate=rate)))
+    wrapper = build_optim_wrapper(model, dict(optimizer=dict(optimizer), paramwise_cfg=dict(decay_rate=rate),
+                                              constructor='LayerDecayOptimWrapperConstructor'))
     freqs = vit.rope.freqs
     refs = [freqs[:, i].detach().clone().requires_grad_() for i in range(vit.depth)]
     ref_cls = getattr(torch.optim, optimizer['type'])
@@ -131,6 +131,7 @@ def test_shared_vit_rope_freqs_step_like_one_tensor_per_block_with_its_own_lr(op
         wrapper.step()
         reference.step()
         for i, r in enumerate(refs):
-            torch.testing.assert_close(freqs[:, i].detach(), r.detach(), rtol=1e-6, atol=1e-7, msg=f'step {step} block {i}')
+            torch.testing.assert_close(freqs[:, i].detach(), r.detach(), rtol=1e-6, atol=1e-7,
+                                       msg=f'step {step} block {i}')
         for group in (*wrapper.optimizer.param_groups, *reference.param_groups):   # a schedule: lr x 0.5
             group['lr'] *= 0.5

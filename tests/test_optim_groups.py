@@ -6,9 +6,10 @@ README say it trains. Each one is built as ``tools/train.py`` does (``build_opti
 cfg.optim_wrapper)``) on its own model, shrunk in width and depth (parameter names kept), and
 measured through the optimizer itself: in float64, with all backbone parameters 0 and gradients
 1, one AdamW step moves each element by ``-lr / (1 + eps)`` (the decay term is 0 at 0); with
-parameters 1 and gradients 0 it moves them by ``-lr * weight_decay`` (to ~1e-7 relative: 1 - lr * wd rounds). The expected values come from
-the optimizer numbers the config states and the rules below, with the layer id written out here
-from the parameter name (not from ``get_layer_id``).
+parameters 1 and gradients 0 it moves them by ``-lr * weight_decay`` (to ~1e-7 relative, as
+``1 - lr * wd`` rounds). The expected values come from the optimizer numbers the config states and
+the rules below, with the layer id written out here from the parameter name (not from
+``get_layer_id``).
 """
 from __future__ import annotations
 

@@ -197,6 +197,17 @@ def setup_local_rank(local_rank: Optional[int]) -> None:
         os.environ['LOCAL_RANK'] = str(local_rank)
 
 
+def check_checkpoint_file(path: str, what: str = 'checkpoint') -> None:
+    """Exists and can be a torch file (cheap: before torch and the model are loaded)."""
+    from ropevit.fileio import looks_like_torch_file
+    if not osp.isfile(path):
+        raise ToolError(f'{what} not found: {path!r}; give the .pth file written by tools/train.py '
+                        f'(e.g. work_dirs/<config>/epoch_12.pth)')
+    if not looks_like_torch_file(path):
+        raise ToolError(f'could not read checkpoint {path} (truncated or not a torch checkpoint); give a '
+                        f'complete checkpoint written by torch.save (tools/train.py writes them)')
+
+
 def check_output_path(path: Optional[str], inputs: list[Optional[str]], what: str) -> None:
     from ropevit.fileio import refuse_overwriting_inputs
     if path:
@@ -240,6 +251,7 @@ def resolve_resume(cfg: Any, resume: Optional[str]) -> Optional[str]:
         if not osp.isfile(resume):
             raise ToolError(f'--resume {resume!r}: no such checkpoint file; give a checkpoint path, or '
                             f'--resume alone for the newest checkpoint of {work_dir!r}')
+        check_checkpoint_file(resume)
         cfg.resume, cfg.load_from = True, resume
         return None
     from ropevit.mm.reliability import find_latest_checkpoint

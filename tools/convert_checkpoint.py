@@ -28,8 +28,6 @@ import sys
 from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
-import torch  # noqa: E402
-
 from ropevit.cli import OneLineArgumentParser, ToolError, run_tool  # noqa: E402
 
 
@@ -61,13 +59,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from ropevit.checkpoint.io import load_checkpoint_file
-    from ropevit.fileio import atomic_write, same_file
+    from ropevit.fileio import atomic_write, looks_like_torch_file, same_file
     if same_file(args.src, args.dst):
         raise ToolError(f'SRC and DST are the same file ({args.src!r}); converting in place would replace the '
                         f'original checkpoint. Give another DST')
     if not osp.isfile(args.src):
         raise ToolError(f'checkpoint not found: {args.src!r}')
+    if not looks_like_torch_file(args.src):
+        raise ToolError(f'could not read checkpoint {args.src} (truncated or not a torch checkpoint); give a '
+                        f'complete checkpoint written by torch.save')
+    arch = None
+    if args.model == 'vit' and args.arch is not None:
+        try:
+            arch = json.loads(args.arch) if args.arch.lstrip().startswith('{') else args.arch
+        except ValueError as e:
+            raise ToolError(f'--arch {args.arch!r} is not valid JSON ({e}); give a preset name or a '
+                            f'dict such as \'{{"embed_dims": 384, "num_heads": 6, "depth": 12}}\'') from None
+    import torch
+
+    from ropevit.checkpoint.io import load_checkpoint_file
     ckpt = load_checkpoint_file(args.src)
     convert = _converter(args.model)
     from ropevit.checkpoint.common import ConversionLog
@@ -76,11 +86,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model = None
         if args.arch is not None:
             from ropevit.models.vit import RoPEViT
-            try:
-                arch = json.loads(args.arch) if args.arch.lstrip().startswith('{') else args.arch
-            except ValueError as e:
-                raise ToolError(f'--arch {args.arch!r} is not valid JSON ({e}); give a preset name or a '
-                                f'dict such as \'{{"embed_dims": 384, "num_heads": 6, "depth": 12}}\'') from None
             try:
                 model = RoPEViT(arch=arch, rope=args.rope, use_ape=args.use_ape,
                                 with_cls_token=not args.no_cls_token)

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _common import (OneLineArgumentParser, PartialFailure, ToolError, add_common_args,  # noqa: E402
-                     load_config, run_tool)
+                     check_checkpoint_file, load_config, run_tool)
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
@@ -113,6 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[str]:
         raise ToolError(f'--score-thr must be in [0, 1], got {args.score_thr}')
     files = collect(args.inputs)
     outs = output_names(files, args.out_dir, protected=(args.config, args.checkpoint))
+    check_checkpoint_file(args.checkpoint)
     cfg = load_config(args.config, args.cfg_options, None)
     if cfg.get('default_scope', 'mmdet') != 'mmdet':
         raise ToolError(f'tools/infer.py draws detections; {args.config} has scope {cfg.default_scope!r}')

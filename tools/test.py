@@ -10,12 +10,11 @@ one that does not, with a warning naming the keys). Bad input is one line and ex
 from __future__ import annotations
 
 import argparse
-import os.path as osp
 import sys
 from typing import Optional, Sequence
 
 from _common import (OneLineArgumentParser, ToolError, add_common_args, add_strict_load_hook, build_runner,
-                     check_data_or_exit, check_launcher, check_output_path, read_config,
+                     check_checkpoint_file, check_data_or_exit, check_launcher, check_output_path, read_config,
                      register_modules, run_explaining_data_errors, run_tool, setup_local_rank)
 
 
@@ -81,9 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _enable_visualization(cfg, args.show_dir)
     which = ('test_dataloader',)
     check_data_or_exit(cfg, which=which, annotations=not args.skip_data_check)
-    if not osp.isfile(args.checkpoint):
-        raise ToolError(f'checkpoint not found: {args.checkpoint!r}; give the .pth file written by '
-                        f'tools/train.py (e.g. work_dirs/<config>/epoch_12.pth)')
+    check_checkpoint_file(args.checkpoint)
     cfg.load_from, cfg.resume = args.checkpoint, False
     register_modules(cfg, args.config)   # torch, mmdet/mmseg, ropevit.mm: only once the input is checked
     if args.tta:

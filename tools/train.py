@@ -14,6 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from _common import (OneLineArgumentParser, ToolError, add_common_args, add_strict_load_hook, build_runner,
+                     check_checkpoint_file,
                      check_data_or_exit, check_launcher, check_pretrained_values, log_warning, read_config,
                      register_modules, resolve_resume, run_explaining_data_errors, run_tool,
                      setup_local_rank)
@@ -59,6 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     which = ('train_dataloader', 'val_dataloader')
     check_data_or_exit(cfg, which=which, annotations=not args.skip_data_check)
     check_pretrained_values(cfg, args.config, check_files=True)
+    if cfg.get('load_from') and '://' not in str(cfg.load_from):
+        check_checkpoint_file(str(cfg.load_from), 'load_from checkpoint')
     register_modules(cfg, args.config)   # torch, mmdet/mmseg, ropevit.mm: only once the input is checked
     add_strict_load_hook(cfg, allow_partial=args.allow_partial_load)
     runner = build_runner(cfg, args.config)

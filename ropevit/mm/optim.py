@@ -148,7 +148,8 @@ class RoPEOptimWrapperConstructor(DefaultOptimWrapperConstructor):
       token, relative position bias tables) gets no weight decay and keeps its lr.
 
     A parameter shared by several modules is added once (``bypass_duplicate`` is accepted and has
-    nothing left to do); frozen parameters are left out, as mmengine does. Parameters with equal settings share a group; the groups are logged at rank 0.
+    nothing left to do); frozen parameters are left out, as mmengine does. Parameters with equal
+    settings share a group; the groups are logged at rank 0.
     Unknown ``paramwise_cfg`` keys are an error.
     """
 
