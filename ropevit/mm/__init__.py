@@ -12,3 +12,4 @@ from . import reliability  # noqa: F401  (atomic checkpoints, exact resume: docs
 from . import swin  # noqa: F401  (RoPESwin backbone)
 from . import vit  # noqa: F401  (RoPEViT backbone, SimpleFPN neck)
 from . import optim  # noqa: F401  (RoPEOptimWrapperConstructor, LayerDecayOptimWrapperConstructor: opt-in by name)
+from . import strict_load  # noqa: F401  (StrictLoadHook: opt-in by name, ropevit's tools add it)

@@ -37,7 +37,7 @@ import os.path as osp
 import random
 import re
 import zipfile
-from typing import IO, Any, Callable, Iterator, Literal, Optional
+from typing import IO, Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -46,69 +46,17 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
+from ropevit.fileio import atomic_write
+
 from . import cpu_amp, cpu_dist  # noqa: F401  (--amp and torchrun/DDP on CPU-only machines)
 
 __all__ = ['atomic_write', 'save_checkpoint_atomic', 'is_readable_checkpoint', 'find_latest_checkpoint',
            'RNGStateHook', 'apply', 'revert']
 
-_TMP_TAG = '.ropevit-tmp'
 _CKPT_NAME = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
 
 
 # ----------------------------------------------------------------------------------------------- atomic files
-def _fsync_dir(dirpath: str) -> None:
-    try:
-        fd = os.open(dirpath or '.', os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories; the rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: Literal['w', 'wb'] = 'wb', *,
-                 encoding: Optional[str] = None) -> Iterator[IO]:
-    """Open a temporary sibling of ``path`` for writing; on success fsync it and rename it onto ``path``.
-
-    On an exception the temporary file is removed and ``path`` is left as it was. A SIGKILL can leave
-    only a hidden ``.<name>.<pid>.ropevit-tmp`` file, which nothing reads and the next save removes.
-    """
-    if mode not in ('w', 'wb'):
-        raise ValueError(f'atomic_write mode must be "w" or "wb", got {mode!r}')
-    path = os.fspath(path)
-    dirpath, name = osp.split(osp.abspath(path))
-    os.makedirs(dirpath, exist_ok=True)
-    _remove_stale_tmp(dirpath, name)
-    tmp = osp.join(dirpath, f'.{name}.{os.getpid()}{_TMP_TAG}')
-    f = open(tmp, mode, encoding=encoding if 'b' not in mode else None)
-    try:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        os.replace(tmp, path)  # atomic on POSIX and Windows within one file system
-    except BaseException:
-        f.close()
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_dir(dirpath)  # make the rename itself durable
-
-
-def _remove_stale_tmp(dirpath: str, name: str) -> None:
-    """Temporary files a killed writer of ``name`` left behind (any pid)."""
-    prefix = f'.{name}.'
-    with contextlib.suppress(OSError):
-        for entry in os.listdir(dirpath):
-            if entry.startswith(prefix) and entry.endswith(_TMP_TAG):
-                with contextlib.suppress(OSError):
-                    os.remove(osp.join(dirpath, entry))
-
-
 def _is_local(filename: str, backend_args: Optional[dict], file_client_args: Optional[dict]) -> bool:
     if backend_args or file_client_args:
         return False

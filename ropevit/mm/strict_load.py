@@ -10,8 +10,7 @@ neck, heads) that are missing, unexpected or of another shape.
 
 Opt-in: ropevit's tools add the hook (``tools/train.py``, ``test.py``; ``infer.py`` calls
 :func:`check_model_state_dict` directly); a config can list it in ``custom_hooks``
-(``dict(type='StrictLoadHook')``, with ``custom_imports=dict(imports=['ropevit.mm',
-'ropevit.mm.strict_load'])``). ``allow_partial=True`` (the tools' ``--allow-partial-load``)
+(``dict(type='StrictLoadHook')``; ``custom_imports=['ropevit.mm']`` registers it). ``allow_partial=True`` (the tools' ``--allow-partial-load``)
 turns the error into a WARNING that lists the same keys, for deliberate partial loads.
 """
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import nn
 
@@ -128,7 +127,10 @@ class StrictLoadHook(Hook):
         self.source: Optional[str] = None
 
     def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner.model
+        # As mmengine.runner.checkpoint.load_state_dict: through DDP wrappers and TTA models.
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+            model = model.module
         state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
         source = self.source or str(getattr(runner, '_load_from', None) or 'the checkpoint')
         check_model_state_dict(model, state_dict, source=source, allow_partial=self.allow_partial)
