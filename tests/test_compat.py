@@ -178,5 +178,5 @@ class _GetattrEscape:
 def test_getattr_is_restricted_to_history_buffer_methods(tmp_path):
     path = tmp_path / 'escape.pth'
     torch.save({'meta': _GetattrEscape()}, str(path))
-    with pytest.raises(UnsafeCheckpointError):
+    with pytest.raises(UnsafeCheckpointError, match=r'\(builtins\.getattr \(restricted\)\) outside the allowlist'):
         load_checkpoint_file(path)

@@ -169,7 +169,8 @@ class RoPESwin(nn.Module):
             self.stages.append(SwinStage(
                 c, heads[i], depths[i], window_size, rope=rope, rope_theta=self.rope_theta,
                 mask_padding=mask_padding, window_rule=window_rule,
-                drop_path_rates=dpr[sum(depths[:i]):sum(depths[:i + 1])], downsample=down, use_rpb=self.use_rpb, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                drop_path_rates=dpr[sum(depths[:i]):sum(depths[:i + 1])], downsample=down,
+                use_rpb=self.use_rpb, qkv_bias=qkv_bias, qk_scale=qk_scale,
                 attn_drop_rate=attn_drop_rate, mlp_ratio=mlp_ratio, drop_rate=drop_rate,
                 norm_layer=norm_layer, act_layer=act_layer, with_cp=with_cp))
         for i in out_indices:
