@@ -13,6 +13,8 @@ import os.path as osp
 
 import numpy as np
 
+from ropevit.fileio import atomic_target, atomic_write
+
 
 def load(paths: list[str]) -> tuple[str, list[float], list[str], np.ndarray]:
     """metric, scales, columns and values ``[runs, columns, scales]``; all runs must share them."""
@@ -66,7 +68,8 @@ def plot(metric: str, scales: list[float], columns: list[str], values: np.ndarra
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -79,7 +82,7 @@ def main() -> None:
     metric, scales, columns, values = load(args.results)
     os.makedirs(args.out_dir, exist_ok=True)
     table = to_markdown(metric, scales, columns, values)
-    with open(osp.join(args.out_dir, 'results.md'), 'w') as f:
+    with atomic_write(osp.join(args.out_dir, 'results.md'), 'w') as f:
         f.write(table)
     plot(metric, scales, columns, values, osp.join(args.out_dir, 'results.png'), args.title)
     print(table)

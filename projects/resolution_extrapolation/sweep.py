@@ -39,6 +39,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner, TestLoop
 
 from ropevit.checkpoint.common import CheckpointMismatchError
+from ropevit.fileio import atomic_target, atomic_write
 
 Task = Literal['seg', 'det']
 TASK_OF_SCOPE: dict[str, Task] = {'mmseg': 'seg', 'mmdet': 'det'}
@@ -327,7 +328,8 @@ def plot(result: SweepResult, path: str, *, title: str = 'Resolution extrapolati
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -335,9 +337,9 @@ def write_outputs(result: SweepResult, out_dir: str, *, title: str = 'Resolution
     os.makedirs(out_dir, exist_ok=True)
     paths = dict(table=osp.join(out_dir, 'results.md'), json=osp.join(out_dir, 'results.json'),
                  plot=osp.join(out_dir, 'results.png'))
-    with open(paths['table'], 'w') as f:
+    with atomic_write(paths['table'], 'w') as f:
         f.write(result.to_markdown())
-    with open(paths['json'], 'w') as f:
+    with atomic_write(paths['json'], 'w') as f:
         json.dump(result.to_json(), f, indent=1)
     plot(result, paths['plot'], title=title)
     return paths
