@@ -80,7 +80,8 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = 'cpu') -> 
             f'tensors, containers, numpy arrays/scalars and mmengine HistoryBuffer, and such an '
             f'object could run code when loaded. If you trust this file, re-save its state dict '
             f'with torch.save(model.state_dict(), ...).') from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
+    except Exception as e:  # noqa: BLE001  (a stream of random bytes can fail the unpickler anywhere:
+        # EOFError, IndexError 'pop from empty list', KeyError, AssertionError, struct.error, ...)
         raise RuntimeError(f'could not read checkpoint {path} (truncated or not a torch checkpoint): '
                            f'{_first_line(e)}') from None
 
@@ -97,5 +98,12 @@ def _refused_global(message: str) -> str | None:
 
 
 def _first_line(e: BaseException) -> str:
+    """The reason, on one line. torch's weights-only message opens with advice to load with
+    ``weights_only=False`` (which would let a checkpoint run code): never pass that on; its reason
+    follows ``WeightsUnpickler error:``."""
     text = str(e).strip()
+    if 'WeightsUnpickler error:' in text:
+        text = text.split('WeightsUnpickler error:', 1)[1].strip()
+    elif 'weights_only' in text:
+        text = 'the weights-only unpickler refused the stream'
     return text.splitlines()[0] if text else type(e).__name__
