@@ -36,7 +36,6 @@ import os
 import os.path as osp
 import random
 import re
-import zipfile
 from typing import IO, Any, Callable, Optional
 
 import numpy as np
@@ -46,7 +45,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from ropevit.fileio import atomic_write
+from ropevit.fileio import atomic_write, looks_like_torch_file
 
 from . import cpu_amp, cpu_dist  # noqa: F401  (--amp and torchrun/DDP on CPU-only machines)
 
@@ -77,22 +76,9 @@ def save_checkpoint_atomic(checkpoint: dict, filename: str, file_client_args: Op
 
 
 def is_readable_checkpoint(path: str) -> bool:
-    """Cheap check that ``path`` is a complete torch checkpoint (zip central directory intact).
-
-    A truncated zip-format file (torch >= 1.6 default) fails here without unpickling anything.
-    Legacy (non-zip) files cannot be checked cheaply and count as readable when non-empty.
-    """
-    if not osp.isfile(path) or osp.getsize(path) == 0:
-        return False
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as z:
-                return any(n.endswith('data.pkl') for n in z.namelist())
-        except (zipfile.BadZipFile, OSError):
-            return False
-    with open(path, 'rb') as f:
-        head = f.read(4)
-    return not head.startswith(b'PK')  # a zip signature without a central directory = truncated
+    """Cheap check (nothing unpickled) that ``path`` is a complete torch checkpoint: see
+    :func:`ropevit.fileio.looks_like_torch_file`."""
+    return looks_like_torch_file(path)
 
 
 def find_latest_checkpoint(path: str) -> Optional[str]:
