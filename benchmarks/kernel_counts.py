@@ -1,35 +1,29 @@
 """Kernel ops per warm fp32 forward of Swin-T and ViT-B at 224, for the ropevit found at ROOT.
 
-Counts with this checkout's ``ropevit.benchmark.measure.kernel_ops`` (ATen ops that make a
-tensor, views excluded), so older commits are counted the same way:
+Counts with this checkout's harness (``benchmarks.measure.kernel_ops``: ATen ops that make a
+tensor, views excluded) and ROOT's ``ropevit``, so older commits are counted the same way:
 
     git worktree add /tmp/old 682df8e
     .venv/bin/python benchmarks/kernel_counts.py /tmp/old
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
 import torch
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, HERE)
 
-
-def _load_counter():
-    spec = importlib.util.spec_from_file_location('_kernel_measure', os.path.join(HERE, 'ropevit/benchmark/measure.py'))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod.kernel_ops
+# The harness imports ropevit only inside its functions: the ropevit found at ROOT is counted.
+from benchmarks.attention import swap_attention  # noqa: E402
+from benchmarks.measure import kernel_ops  # noqa: E402
+from benchmarks.suites import SWIN_T, build_mmdet_swin, build_ropevit  # noqa: E402
 
 
 def main(root: str) -> None:
-    kernel_ops = _load_counter()
     sys.path.insert(0, os.path.abspath(root))
-    from ropevit.benchmark.attention import swap_attention
-    from ropevit.benchmark.suites import SWIN_T, build_mmdet_swin, build_ropevit
     from ropevit.models.swin import RoPESwin
     torch.set_num_threads(1)
     x = torch.randn(1, 3, 224, 224)

@@ -1,4 +1,4 @@
-"""The benchmark harness (tools/benchmark.py, ropevit.benchmark): its correctness checks
+"""The benchmark harness (benchmarks/, ``python -m benchmarks``): its correctness checks
 catch mismatches, the manual-softmax baseline is what it claims, memory accounting is
 right on a known allocation, and the tables/ratios/plot are produced for tiny configs.
 Nothing here asserts on timings."""
@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ropevit.benchmark import attention as battn
-from ropevit.benchmark.measure import ParityError, check_parity, max_abs_diff, peak_memory_bytes, time_group
-from ropevit.benchmark.report import Results, Row, growth_exponent, ratios_table, rows_table
-from ropevit.benchmark.runner import BenchConfig, Contender, Parity, run_group
+from benchmarks import attention as battn
+from benchmarks.measure import ParityError, check_parity, max_abs_diff, peak_memory_bytes, time_group
+from benchmarks.report import Results, Row, growth_exponent, ratios_table, rows_table
+from benchmarks.runner import BenchConfig, Contender, Parity, run_group
+from benchmarks.swap import swap_calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SWIN = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
@@ -21,9 +22,12 @@ CPU = torch.device('cpu')
 
 
 def _benchmark_cli():
+    """``tools/benchmark.py``, the forwarder mm users run: its ``main`` is ``benchmarks.cli.main``."""
+    from benchmarks import cli
     spec = importlib.util.spec_from_file_location('benchmark_cli', os.path.join(ROOT, 'tools', 'benchmark.py'))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    assert mod.main is cli.main
     return mod
 
 
@@ -67,7 +71,7 @@ def test_swap_attention_reaches_ropevit_attention_and_is_undone():
 
 def test_swap_attention_without_target_module_raises():
     with pytest.raises(RuntimeError, match='cannot be built'):
-        with battn.swap_attention(modules=('ropevit.benchmark.report',)):
+        with battn.swap_attention(modules=('benchmarks.report',)):
             pass
 
 
@@ -96,7 +100,7 @@ def test_cpu_peak_memory_counts_a_known_allocation():
 
 
 def test_kernel_ops_counts_computing_ops_not_views():
-    from ropevit.benchmark.measure import kernel_ops
+    from benchmarks.measure import kernel_ops
     a, b = torch.randn(4, 6), torch.randn(4, 6)
     assert kernel_ops(lambda: (a + b).view(-1).relu()) == 2
     assert kernel_ops(lambda: a.t().reshape(-1).sum()) == 2            # flattening a transpose copies
@@ -105,18 +109,24 @@ def test_kernel_ops_counts_computing_ops_not_views():
 
 
 def test_time_group_structure():
+    order = []
     calls = {'a': 0, 'b': 0}
 
     def make(name):
         def fn():
             calls[name] += 1
+            order.append(name)
         return fn
 
-    stats = time_group({'a': make('a'), 'b': make('b')}, device=CPU, warmup=2, reps=3)
-    assert calls == {'a': 5, 'b': 5}
+    stats = time_group({'a': make('a'), 'b': make('b')}, warmup=2, reps=3)
+    # 2 warm-up calls, then per round one Timer.blocked_autorange(min_run_time=0): its block-size
+    # probe (one call) and one timed block of one call; rounds interleaved a, b, a, b, ...
+    assert calls == {'a': 2 + 3 * 2, 'b': 2 + 3 * 2}
+    assert order == ['a'] * 2 + ['b'] * 2 + (['a'] * 2 + ['b'] * 2) * 3
     assert set(stats) == {'a', 'b'} and all(s.reps == 3 and s.min <= s.median for s in stats.values())
+    assert all(s.p25 <= s.median <= s.p75 for s in stats.values())
     with pytest.raises(ValueError):
-        time_group({'a': make('a')}, device=CPU, reps=0)
+        time_group({'a': make('a')}, reps=0)
 
 
 def test_run_group_rows_parity_and_error():
@@ -138,7 +148,7 @@ def test_run_group_rows_parity_and_error():
 
 
 def test_report_tables_and_ratios():
-    from ropevit.benchmark.measure import TimeStats
+    from benchmarks.measure import TimeStats
     res = Results()
     a = res.add(Row('s', 'A', 'ropevit', (512, 512), 'fwd', 'fp32', TimeStats(10, 9, 11, 9, 3), 100.0))
     b = res.add(Row('s', 'B', 'timm', (512, 512), 'fwd', 'fp32', TimeStats(20, 19, 21, 19, 3), 400.0))
@@ -157,7 +167,7 @@ def test_report_tables_and_ratios():
 
 # ----------------------------------------------------------------------------- suites end to end
 def test_swin_suite_parity_check_catches_wrong_weights(monkeypatch):
-    from ropevit.benchmark import suites
+    from benchmarks import suites
     from ropevit.checkpoint import swin as swin_ckpt
     convert = swin_ckpt.convert_swin_state_dict
 
@@ -199,7 +209,7 @@ def test_cli_rejects_bad_options():
         cli.main(['--sizes', '12x'])
 
 
-# ----------------------------------------------------------------------------- RoPEViT suites and proposals
+# ----------------------------------------------------------------------------- RoPEViT suites
 TINY_VIT = dict(embed_dims=64, depth=2, num_heads=2)
 
 
@@ -212,8 +222,7 @@ def _rotate_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize('per_head', [False, True])
-def test_rope_kernels_equal_the_rotation_on_strided_qk(dtype, per_head):
-    from ropevit.benchmark.proposals import apply_rope_complex
+def test_rope_kernel_equals_the_rotation_on_strided_qk(dtype, per_head):
     from ropevit.layers.rope import apply_rope
     qkv = torch.randn(2, 10, 3, 4, 16).to(dtype)                       # [B, N, 3, nh, hd] like a fused qkv
     q, k, _ = qkv.permute(2, 0, 3, 1, 4).unbind(0)                       # strided [B, nh, N, hd] views
@@ -222,37 +231,38 @@ def test_rope_kernels_equal_the_rotation_on_strided_qk(dtype, per_head):
     for x in (q, k, q[:, :, 1:]):                                        # odd offset after a prefix slice
         c, s = ang[..., -x.shape[2]:, :].cos(), ang[..., -x.shape[2]:, :].sin()
         expected = _rotate_reference(x, c, s)
-        for kernel in (apply_rope, apply_rope_complex):
-            got = kernel(x, c, s)
-            assert got.dtype == x.dtype and got.shape == x.shape
-            assert (expected - got.double()).abs().max().item() <= tol
+        got = apply_rope(x, c, s)
+        assert got.dtype == x.dtype and got.shape == x.shape
+        assert (expected - got.double()).abs().max().item() <= tol
 
 
-def test_apply_rope_complex_gradients():
-    from ropevit.benchmark.proposals import apply_rope_complex
+def test_apply_rope_gradients():
+    from ropevit.layers.rope import apply_rope
     x = torch.randn(2, 3, 5, 8, dtype=torch.float64, requires_grad=True)
     ang = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, a: apply_rope_complex(x, a.cos(), a.sin()), (x, ang))
+    assert torch.autograd.gradcheck(lambda x, a: apply_rope(x, a.cos(), a.sin()), (x, ang))
 
 
-def test_swap_function_reaches_ropevit_attention():
-    from ropevit.benchmark.proposals import swap_function
+def test_swap_calls_reaches_ropevit_attention():
+    from ropevit.layers import rope
     from ropevit.models.vit import RoPEViT
     model = RoPEViT(arch=TINY_VIT, rope='axial', layer_scale_init_value=None).eval()   # LayerScale 1e-5 would hide it
     x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
         base = model(x)
-        with swap_function('apply_rope', lambda t, c, s, rot=None: t) as calls:  # "no rotation"
+        with swap_calls(rope, 'apply_rope', lambda t, c, s, rot=None: t) as calls:  # "no rotation"
             unrotated = model(x)
     assert calls[0] == TINY_VIT['depth']                                  # q and k of every block, in one call
     assert max_abs_diff(base, unrotated) > 1e-4
+    with torch.no_grad():
+        assert max_abs_diff(base, model(x)) == 0.0                        # undone
     with pytest.raises(RuntimeError, match='no_such_function'):
-        with swap_function('no_such_function', lambda: None):
+        with swap_calls(rope, 'no_such_function', lambda: None):
             pass
 
 
 def test_vit_suite_parity_check_catches_wrong_weights(monkeypatch):
-    from ropevit.benchmark import suites
+    from benchmarks import suites
     from ropevit.checkpoint import vit as vit_ckpt
     convert = vit_ckpt.convert_vit_state_dict
 
@@ -269,17 +279,16 @@ def test_vit_suite_parity_check_catches_wrong_weights(monkeypatch):
 
 
 def test_vit_suites_rows_ratios_and_notes():
-    from ropevit.benchmark import suites
+    from benchmarks import suites
     res = Results()
     cfg = _quiet_cfg(memory=False)
-    suites.vit_vs_timm(res, cfg, archs=[TINY_VIT], ropes=('axial', 'none'), sizes=[(32, 48)], proposed=True)
+    suites.vit_vs_timm(res, cfg, archs=[TINY_VIT], ropes=('axial', 'none'), sizes=[(32, 48)])
     labels = {r.model for r in res.rows}
     assert labels == {'RoPEViT-d64L2h2 axial', 'timm ViT-d64L2h2 axial', 'RoPEViT-d64L2h2 none',
-                      'timm ViT-d64L2h2 none', 'RoPEViT-d64L2h2 axial [complex rope]'}
+                      'timm ViT-d64L2h2 none'}
     assert all(r.parity and r.parity.startswith('max abs diff') for r in res.rows if r.impl != 'timm')
     names = {q.name for q in res.ratios}
-    assert {'RoPEViT-d64L2h2 axial / timm time', 'RoPE overhead RoPEViT-d64L2h2 axial vs none (fraction)',
-            'RoPEViT-d64L2h2 axial [complex rope] / timm time'} <= names
+    assert {'RoPEViT-d64L2h2 axial / timm time', 'RoPE overhead RoPEViT-d64L2h2 axial vs none (fraction)'} <= names
     # axial tables: built once in a cold forward, then served from the cache
     assert any('rope=axial' in n and 'called 1x in a first forward' in n and '0x in a second' in n
                for n in res.notes)

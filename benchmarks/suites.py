@@ -23,8 +23,9 @@ from torch import nn
 
 from .attention import manual_softmax_attention, swap_attention
 from .measure import ParityError, check_parity, kernel_ops, time_group
-from .report import Results, Row, Size, growth_exponent, size_str
-from .runner import BenchConfig, Contender, Parity, count_calls, make_call, run_group
+from .report import Ratio, Results, Row, Size, growth_exponent, size_str
+from .runner import BenchConfig, Contender, Parity, make_call, run_group
+from .swap import swap_calls
 
 ArchSpec = Union[str, dict]
 
@@ -119,13 +120,14 @@ def timm_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def rope_table_calls(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     """Calls of ``rope_cos_sin`` in a first forward with empty caches and in a second one
     (a table cached across forwards shows as 0 there)."""
-    for m in model.modules():
-        cache = getattr(m, '_cache', None)
-        if isinstance(cache, dict):
-            cache.clear()
+    for m in model.modules():                     # every per-grid cache (``_cache``, ``_rope_cache``, ...)
+        for name, value in vars(m).items():
+            if name.endswith('cache') and callable(getattr(value, 'clear', None)):
+                value.clear()
+    from ropevit.layers import rope as rope_math
     counts = []
     for _ in range(2):
-        with torch.no_grad(), count_calls('rope_cos_sin') as calls:
+        with torch.no_grad(), swap_calls(rope_math, 'rope_cos_sin') as calls:
             model(x)
         counts.append(calls[0])
     return counts[0], counts[1]
@@ -134,12 +136,8 @@ def rope_table_calls(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- suites
 def vit_vs_timm(results: Results, cfg: BenchConfig, *, archs: Sequence[ArchSpec] = ('small', 'base'),
                 ropes: Sequence[str] = ('mixed', 'axial', 'none'), sizes: Sequence[Size] = ((224, 224),),
-                atol: float = 1e-4, proposed: bool = False, suite: str = 'RoPEViT vs timm') -> None:
-    """RoPEViT vs timm for every arch x rope, all interleaved per size; ratios and RoPE overhead.
-
-    ``proposed``: also time each RoPE model with :func:`~ropevit.benchmark.proposals.apply_rope_complex`
-    swapped in (label suffix ``[complex rope]``), parity-checked against the shipped kernel.
-    """
+                atol: float = 1e-4, suite: str = 'RoPEViT vs timm') -> None:
+    """RoPEViT vs timm for every arch x rope, all interleaved per size; ratios and RoPE overhead."""
     for arch in archs:
         name = _arch_name(arch)
         short = _short(arch)
@@ -156,9 +154,6 @@ def vit_vs_timm(results: Results, cfg: BenchConfig, *, archs: Sequence[ArchSpec]
                       Contender(f'timm {name} {rope}', 'timm', ref, timm_features)]
             refs.append(Contender(f'timm {name} {rope} (NCHW patch tokens)', 'timm', ref, timm_patch_features))
             parity.append(Parity(f'RoPEViT-{short} {rope}', refs[-1].label, atol))
-            if proposed and rope != 'none':
-                timed.append(_proposed(ours, f'RoPEViT-{short} {rope} {PROPOSED_TAG}'))
-                parity.append(Parity(timed[-1].label, f'RoPEViT-{short} {rope}', atol))
         results.notes.append(f'[{suite}] kernel ops per forward (ATen ops that make a tensor, views excluded; '
                              f'each is a GPU kernel launch), at {size_str(sizes[0])}: '
                              + kernel_ops_per_forward(timed, sizes[0], cfg.device))
@@ -177,23 +172,20 @@ def vit_vs_timm(results: Results, cfg: BenchConfig, *, archs: Sequence[ArchSpec]
             for dtype in cfg.dtypes:
                 for mode in cfg.modes:
                     fwd = mode == 'fwd'
-                    variants = [''] + ([f' {PROPOSED_TAG}'] if proposed else [])
-                    for var in variants:
-                        for rope in ropes:
-                            results.ratio(f'RoPEViT-{short} {rope}{var} / timm time',
-                                          results.get(suite, f'RoPEViT-{short} {rope}{var}', size, mode, dtype),
-                                          results.get(suite, f'timm {name} {rope}', size, mode, dtype),
-                                          target='<= 1.0' if fwd else '',
-                                          check=(lambda v: v <= 1.0) if fwd else None)
+                    for rope in ropes:
+                        results.ratio(f'RoPEViT-{short} {rope} / timm time',
+                                      results.get(suite, f'RoPEViT-{short} {rope}', size, mode, dtype),
+                                      results.get(suite, f'timm {name} {rope}', size, mode, dtype),
+                                      target='<= 1.0' if fwd else '',
+                                      check=(lambda v: v <= 1.0) if fwd else None)
                     none = results.get(suite, f'RoPEViT-{short} none', size, mode, dtype)
-                    for var in variants:
-                        for rope in ropes:
-                            if rope != 'none':
-                                results.ratio(f'RoPE overhead RoPEViT-{short} {rope}{var} vs none (fraction)',
-                                              results.get(suite, f'RoPEViT-{short} {rope}{var}', size, mode, dtype),
-                                              none, transform=lambda v: v - 1.0,
-                                              target='<= 0.05' if big and fwd else '',
-                                              check=(lambda v: v <= 0.05) if big and fwd else None)
+                    for rope in ropes:
+                        if rope != 'none':
+                            results.ratio(f'RoPE overhead RoPEViT-{short} {rope} vs none (fraction)',
+                                          results.get(suite, f'RoPEViT-{short} {rope}', size, mode, dtype),
+                                          none, transform=lambda v: v - 1.0,
+                                          target='<= 0.05' if big and fwd else '',
+                                          check=(lambda v: v <= 0.05) if big and fwd else None)
         del timed, refs, ours_by_rope
         _free(cfg)
 
@@ -241,16 +233,6 @@ def _windowed_family(cfg: BenchConfig, arch: ArchSpec, rope: str, window_size: i
     return models
 
 
-PROPOSED_TAG = '[complex rope]'
-
-
-def _proposed(model: nn.Module, label: str) -> Contender:
-    """The same model with the proposed ``apply_rope_complex`` kernel swapped in."""
-    from .proposals import apply_rope_complex, swap_function
-    return Contender(label, 'ropevit+proposed', model,
-                     context=lambda: swap_function('apply_rope', apply_rope_complex))
-
-
 def _manual(c_model: nn.Module, label: str) -> Contender:
     return Contender(label, 'manual-softmax', c_model, context=lambda: swap_attention(manual_softmax_attention))
 
@@ -258,7 +240,7 @@ def _manual(c_model: nn.Module, label: str) -> Contender:
 def windowed_vit(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'base', rope: str = 'mixed',
                  window_size: int = 14, global_blocks: Optional[Sequence[int]] = None,
                  sizes: Sequence[Size] = ((1024, 1024),), global_manual: bool = True, atol: float = 1e-4,
-                 proposed: bool = False, suite: str = 'windowed ViT') -> None:
+                 suite: str = 'windowed ViT') -> None:
     """Windowed RoPEViT vs all-global vs the manual-softmax baseline of the same weights."""
     name = _arch_name(arch)
     models = _windowed_family(cfg, arch, rope, window_size, global_blocks, with_none=rope != 'none')
@@ -273,8 +255,6 @@ def windowed_vit(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'base',
     if 'windowed rope=none' in models:
         contenders.append(Contender(f'RoPEViT-{_short(arch)} none {tag}', 'ropevit',
                                     models['windowed rope=none']))
-    if proposed and rope != 'none':
-        contenders.append(_proposed(models['windowed'], f'{win} {PROPOSED_TAG}'))
     for size in sizes:
         x = torch.randn(cfg.batch, 3, *size, device=cfg.device)
         with torch.no_grad(), swap_attention(manual_softmax_attention) as calls:
@@ -289,8 +269,6 @@ def windowed_vit(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'base',
         parity = [Parity(contenders[1].label, win, atol)]
         if global_manual:
             parity.append(Parity(contenders[3].label, glob, atol))
-        if proposed and rope != 'none':
-            parity.append(Parity(f'{win} {PROPOSED_TAG}', win, atol))
         rows = run_group(results, cfg, suite, contenders, size, parity=parity)
         for dtype in cfg.dtypes:
             for mode in cfg.modes:
@@ -309,13 +287,11 @@ def windowed_vit(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'base',
                 results.ratio('manual-softmax windowed / RoPEViT windowed peak memory', m, w,
                               quantity=lambda r: r.peak_mib)
                 none_row = rows.get((f'RoPEViT-{_short(arch)} none {tag}', mode, dtype))
-                for var in [''] + ([f' {PROPOSED_TAG}'] if proposed else []):
-                    row = rows.get((f'{win}{var}', mode, dtype))
-                    if none_row is not None and row is not None:
-                        results.ratio(f'RoPE overhead RoPEViT-{_short(arch)} windowed {rope}{var} vs none (fraction)',
-                                      row, none_row, transform=lambda v: v - 1.0,
-                                      target='<= 0.05' if mode == 'fwd' else '',
-                                      check=(lambda v: v <= 0.05) if mode == 'fwd' else None)
+                if none_row is not None:
+                    results.ratio(f'RoPE overhead RoPEViT-{_short(arch)} windowed {rope} vs none (fraction)',
+                                  w, none_row, transform=lambda v: v - 1.0,
+                                  target='<= 0.05' if mode == 'fwd' else '',
+                                  check=(lambda v: v <= 0.05) if mode == 'fwd' else None)
     del models, contenders
     _free(cfg)
 
@@ -350,8 +326,7 @@ def window_scaling(results: Results, cfg: BenchConfig, *, arch: ArchSpec = 'base
     _free(cfg)
 
 
-def _exp_ratio(name: str, row: Row, exp: float, checked: bool, exp_min: Optional[float] = None):
-    from .report import Ratio
+def _exp_ratio(name: str, row: Row, exp: float, checked: bool, exp_min: Optional[float] = None) -> Ratio:
     return Ratio(name, row.size, row.mode, row.dtype, exp, '<= 1.15 (about linear)' if checked else '',
                  (exp <= 1.15) if checked else None, exp_min)
 
@@ -373,7 +348,7 @@ def build_mmdet_swin(arch: dict) -> nn.Module:
 
 def swin_vs_mmdet(results: Results, cfg: BenchConfig, *, arch: Optional[dict] = None,
                   sizes: Sequence[Size] = ((224, 224), (800, 1333)), ropes: Sequence[str] = ('mixed', 'axial'),
-                  use_mmdet: bool = True, proposed: bool = False, atol: float = 1e-4,
+                  use_mmdet: bool = True, atol: float = 1e-4,
                   suite: str = 'RoPESwin vs mmdet Swin') -> None:
     """mmdet Swin-T vs ropevit's plain Swin (same weights, parity) and RoPESwin (RoPE, no table).
 
@@ -421,9 +396,6 @@ def swin_vs_mmdet(results: Results, cfg: BenchConfig, *, arch: Optional[dict] = 
         if unexpected or any('rope' not in k for k in missing):
             raise ParityError(f'Swin weights do not fit RoPESwin rope={rope}: {missing} {unexpected}')
         contenders.append(Contender(f'RoPESwin {tag} {rope} (no table)', 'ropevit', m.eval().to(cfg.device)))
-        if proposed:
-            contenders.append(_proposed(contenders[-1].model, f'RoPESwin {tag} {rope} (no table) {PROPOSED_TAG}'))
-            parity.append(Parity(contenders[-1].label, contenders[-2].label, atol))
     ref_name = 'mmdet' if use_mmdet else 'mmdet-math'
     results.notes.append(f'[{suite}] kernel ops per forward (ATen ops that make a tensor, views excluded; '
                          f'each is a GPU kernel launch, what batch-1 GPU time follows), at '
@@ -441,7 +413,7 @@ def swin_vs_mmdet(results: Results, cfg: BenchConfig, *, arch: Optional[dict] = 
                                   rows[(reference, mode, dtype)],
                                   target='<= 1.0' if check else '', check=(lambda v: v <= 1.0) if check else None)
                 for c in contenders:
-                    if '(no table)' in c.label and PROPOSED_TAG not in c.label:
+                    if '(no table)' in c.label:
                         results.ratio(f'{c.label} / {ref_name} peak memory', rows[(c.label, mode, dtype)],
                                       rows[(reference, mode, dtype)], quantity=lambda r: r.peak_mib)
     del contenders
@@ -494,7 +466,7 @@ def compile_check(results: Results, cfg: BenchConfig, *, model: str = 'vit', arc
     diff = check_parity(ref, got, atol=atol, what=f'[{suite}] compiled vs eager {label}')
     # at least 2 warm-up calls: a guard may still trigger one recompile after the first call
     stats = time_group({'eager': lambda: _fwd(eager, x), 'compiled': lambda: _fwd(compiled, x)},
-                       device=cfg.device, warmup=max(cfg.warmup, 2), reps=cfg.reps)
+                       warmup=max(cfg.warmup, 2), reps=cfg.reps, min_run_time=cfg.min_run_time)
     e = results.add(Row(suite, f'{label} eager', 'ropevit', size, 'fwd', 'fp32', stats['eager']))
     c = results.add(Row(suite, f'{label} torch.compile', 'compiled', size, 'fwd', 'fp32', stats['compiled'],
                         parity=f'max abs diff {diff:.1e} vs eager', extra={'compile_s': compile_s}))

@@ -1,11 +1,10 @@
 """Run a group of contenders on one input size: parity first, then interleaved timing and
-peak memory per dtype and mode, one :class:`~ropevit.benchmark.report.Row` each."""
+peak memory per dtype and mode, one :class:`~benchmarks.report.Row` each."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Iterator, Literal, Optional, Sequence
+from typing import Callable, ContextManager, Literal, Optional, Sequence
 
 import torch
 from torch import nn
@@ -58,6 +57,7 @@ class BenchConfig:
     modes: Sequence[str] = ('fwd',)
     warmup: int = 2
     reps: int = 5
+    min_run_time: float = 0.0
     batch: int = 1
     memory: bool = True
     seed: int = 0
@@ -67,6 +67,8 @@ class BenchConfig:
         bad = [m for m in self.modes if m not in MODES] + [d for d in self.dtypes if d not in DTYPES]
         if bad:
             raise ValueError(f'unknown modes/dtypes {bad}; modes: {MODES}, dtypes: {DTYPES}')
+        if self.min_run_time < 0:
+            raise ValueError(f'min_run_time={self.min_run_time} must be >= 0')
         if self.batch < 1:
             raise ValueError(f'batch={self.batch} must be >= 1')
 
@@ -137,7 +139,7 @@ def run_group(results: Results, cfg: BenchConfig, suite: str, contenders: Sequen
     for dtype in (dtypes or cfg.dtypes):
         for mode in (modes or cfg.modes):
             calls = {c.label: make_call(c, x, mode=mode, dtype=dtype) for c in contenders}
-            stats = time_group(calls, device=cfg.device, warmup=cfg.warmup, reps=cfg.reps)
+            stats = time_group(calls, warmup=cfg.warmup, reps=cfg.reps, min_run_time=cfg.min_run_time)
             for c in contenders:
                 peak = None
                 if cfg.memory:
@@ -151,48 +153,3 @@ def run_group(results: Results, cfg: BenchConfig, suite: str, contenders: Sequen
             for c in contenders:
                 c.model.zero_grad(set_to_none=True)
     return out
-
-
-@contextlib.contextmanager
-def count_calls(func_name: str, *, package: str = 'ropevit') -> Iterator[list[int]]:
-    """Count calls of a function wherever ropevit's already-imported modules refer to it.
-
-    Used to check that RoPE ``(cos, sin)`` tables are built once per grid per forward
-    (and not at all on a second forward when the frequencies are fixed and cached).
-    """
-    import sys
-    calls = [0]
-    patched = []
-    originals = set()
-    for name, mod in list(sys.modules.items()):
-        if mod is None or not (name == package or name.startswith(package + '.')):
-            continue
-        fn = vars(mod).get(func_name)
-        if callable(fn) and getattr(fn, '__module__', '').startswith(package):
-            originals.add(fn)
-            patched.append((mod, fn))
-    if not patched:
-        raise RuntimeError(f'count_calls: no {package} module refers to {func_name!r}')
-
-    def wrap(fn):
-        def counted(*args, **kwargs):
-            calls[0] += 1
-            return fn(*args, **kwargs)
-        return counted
-
-    wrapped = {fn: wrap(fn) for fn in originals}
-    for mod, fn in patched:
-        setattr(mod, func_name, wrapped[fn])
-    try:
-        yield calls
-    finally:
-        for mod, fn in patched:
-            setattr(mod, func_name, fn)
-
-
-def import_optional(name: str) -> Optional[object]:
-    """``importlib.import_module(name)`` or None when it (or a dependency) is missing."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None

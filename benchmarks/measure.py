@@ -1,9 +1,11 @@
 """Timing, peak memory and output parity for the benchmark (plain PyTorch, any device).
 
-* Time: ``warmup`` untimed calls, then ``reps`` timed calls; the median is reported with
-  the quartiles. Functions that are compared with each other are timed *interleaved*
-  (A B C, A B C, ...), so a load change on a shared machine hits every contender alike.
-  On CUDA the device is synchronised before the clock is read.
+* Time: :func:`time_group` gives each callable a ``torch.utils.benchmark.Timer`` (its clock
+  synchronises CUDA before it is read; torch's thread count is pinned while it runs).
+  ``warmup`` untimed calls first, then ``reps`` rounds of ``Timer.blocked_autorange``;
+  callables that are compared with each other take their rounds *interleaved* (A B C,
+  A B C, ...), so a load change on a shared machine hits every contender alike. The rounds
+  are merged (``Measurement.merge``); the median is reported with the quartiles.
 * Peak memory: the extra memory held by tensors at the worst moment of one call, above
   what was allocated before it (weights and input not counted; activations, workspace
   and, for forward+backward, gradients counted). CUDA: ``torch.cuda.max_memory_allocated``
@@ -22,14 +24,13 @@ import gc
 import math
 import os
 import platform
-import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, Union
 
 import torch
 import torch.utils._pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.benchmark import Measurement, Timer
 
 Output = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -40,54 +41,46 @@ class ParityError(AssertionError):
 
 @dataclass(frozen=True)
 class TimeStats:
-    """Milliseconds per call over ``reps`` timed calls."""
+    """Milliseconds per call over ``reps`` timed samples (a sample: one block of calls, averaged)."""
     median: float
     p25: float
     p75: float
     min: float
     reps: int
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def _quantile(sorted_vals: list[float], q: float) -> float:
-    pos = q * (len(sorted_vals) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
+    @classmethod
+    def of(cls, m: Measurement) -> 'TimeStats':
+        """From a ``torch.utils.benchmark`` measurement (seconds) to milliseconds."""
+        times = torch.tensor(m.times, dtype=torch.float64) * 1e3
+        p25, p75 = torch.quantile(times, torch.tensor([0.25, 0.75], dtype=torch.float64)).tolist()
+        return cls(m.median * 1e3, p25, p75, times.min().item(), len(m.times))
 
 
-def time_group(fns: Mapping[str, Callable[[], object]], *, device: torch.device, warmup: int = 2,
-               reps: int = 5) -> dict[str, TimeStats]:
+def time_group(fns: Mapping[str, Callable[[], object]], *, warmup: int = 2, reps: int = 5,
+               min_run_time: float = 0.0) -> dict[str, TimeStats]:
     """Time several callables interleaved; ``{name: TimeStats}`` in milliseconds.
 
     Args:
         fns: zero-argument callables (each one call = one measured unit).
-        device: where they run (CUDA is synchronised around each call).
         warmup: untimed calls of each callable first (>= 0).
-        reps: timed calls of each callable (>= 1).
+        reps: rounds (>= 1); in each, every callable runs one ``Timer.blocked_autorange``:
+            a block-size probe (one untimed call for a callable slower than ``min_run_time``)
+            and at least one timed block.
+        min_run_time: seconds each round runs at least (``blocked_autorange``'s); 0: one block.
     """
-    if reps < 1 or warmup < 0:
-        raise ValueError(f'reps={reps} must be >= 1 and warmup={warmup} >= 0')
+    if reps < 1 or warmup < 0 or min_run_time < 0:
+        raise ValueError(f'reps={reps} must be >= 1, warmup={warmup} >= 0 and min_run_time={min_run_time} >= 0')
+    threads = torch.get_num_threads()
+    timers = {name: Timer('fn()', globals={'fn': fn}, num_threads=threads, description=name)
+              for name, fn in fns.items()}
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    _sync(device)
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+    rounds: dict[str, list[Measurement]] = {name: [] for name in fns}
     for _ in range(reps):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            samples[name].append((time.perf_counter() - t0) * 1e3)
-    out = {}
-    for name, vals in samples.items():
-        s = sorted(vals)
-        out[name] = TimeStats(statistics.median(s), _quantile(s, 0.25), _quantile(s, 0.75), s[0], len(s))
-    return out
+        for name, timer in timers.items():
+            rounds[name].append(timer.blocked_autorange(min_run_time=min_run_time))
+    return {name: TimeStats.of(Measurement.merge(ms)[0]) for name, ms in rounds.items()}
 
 
 def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
