@@ -61,7 +61,7 @@ def test_parity_with_mmdet_swin_tiny_preset():
 # tests/test_swin_reference.py; the original RoPE-Swin forward in tests/test_swin_original.py.)
 def _stage_inputs(model: RoPESwin, stage: int, x: torch.Tensor, hw):
     st = model.stages[stage]
-    return st, st.attention_masks(hw, x.device, x.dtype), st.window_rope(x.device)
+    return st, st.attention_masks(hw, x.device, x.dtype), st.block_tables(x.device)
 
 
 def test_padding_values_do_not_change_real_tokens(monkeypatch):
@@ -71,9 +71,10 @@ def test_padding_values_do_not_change_real_tokens(monkeypatch):
     def run(mask_padding: bool) -> torch.Tensor:
         torch.manual_seed(0)
         model = RoPESwin(arch=TINY, window_size=4, mask_padding=mask_padding).eval()
-        st, masks, rope_in = _stage_inputs(model, 1, x, hw)
+        st, masks, tables = _stage_inputs(model, 1, x, hw)
         with torch.no_grad():
-            return torch.stack([blk.attn(x, hw, masks[blk.attn.shift_size > 0], rope_in) for blk in st.blocks])
+            return torch.stack([blk.attn(x, hw, masks[blk.attn.shift_size > 0], rope)
+                                for blk, rope in zip(st.blocks, tables)])
 
     clean = {m: run(m) for m in (True, False)}
 
@@ -106,7 +107,7 @@ def test_rope_scores_depend_only_on_in_window_offsets():
     ws = 5
     tok = torch.randn(1, 1, 128).expand(1, ws * ws, 128)             # identical content everywhere
     with torch.no_grad():
-        q, k, _ = w.qkv_rotated(tok, model.stages[2].window_rope(tok.device))
+        q, k, _ = w.qkv_rotated(tok, model.stages[2].block_tables(tok.device)[1])
         scores = q @ k.transpose(-1, -2)                                 # [1, nh, N, N]
     pos = grid_coords(ws, ws).long()                                     # [N, 2]
     offset = pos[None, :, :] - pos[:, None, :]                           # [N, N, 2] key - query
@@ -118,14 +119,15 @@ def test_rope_scores_depend_only_on_in_window_offsets():
 
 
 def test_rope_tables_once_per_stage(monkeypatch):
-    import ropevit.layers.swin_block as swin_block
+    # Every RoPE table is built by ropevit.layers.rope_tables (attention only receives them).
+    import ropevit.layers.rope_tables as rope_tables
+    import ropevit.layers.swin_stage as swin_stage
     calls = []
-    orig_block, orig_attn = swin_attention.rope_cos_sin, swin_block.rope_cos_sin
-    monkeypatch.setattr(swin_attention, 'rope_cos_sin', lambda *a: calls.append('block') or orig_block(*a))
-    monkeypatch.setattr(swin_block, 'rope_cos_sin', lambda *a: calls.append('stage') or orig_attn(*a))
+    orig = rope_tables.rope_cos_sin
+    monkeypatch.setattr(rope_tables, 'rope_cos_sin', lambda *a: calls.append('stage') or orig(*a))
     mask_calls = []
-    orig_mask = swin_block.shifted_window_mask
-    monkeypatch.setattr(swin_block, 'shifted_window_mask', lambda *a, **k: mask_calls.append(1) or orig_mask(*a, **k))
+    orig_mask = swin_stage.shifted_window_mask
+    monkeypatch.setattr(swin_stage, 'shifted_window_mask', lambda *a, **k: mask_calls.append(1) or orig_mask(*a, **k))
     x = torch.randn(2, 3, 64, 64)
     mixed = RoPESwin(arch=TINY, rope='mixed')
     mixed(x)
@@ -142,10 +144,10 @@ def test_rope_tables_once_per_stage(monkeypatch):
 
 
 def test_masks_cached_for_the_last_grid_only(monkeypatch):
-    import ropevit.layers.swin_block as swin_block
+    import ropevit.layers.swin_stage as swin_stage
     built = []
-    orig_mask = swin_block.shifted_window_mask
-    monkeypatch.setattr(swin_block, 'shifted_window_mask', lambda *a, **k: built.append(a[0]) or orig_mask(*a, **k))
+    orig_mask = swin_stage.shifted_window_mask
+    monkeypatch.setattr(swin_stage, 'shifted_window_mask', lambda *a, **k: built.append(a[0]) or orig_mask(*a, **k))
     model = RoPESwin(arch=TINY, rope='mixed', window_size=4).eval()
     big, small = torch.randn(1, 3, 72, 56), torch.randn(1, 3, 40, 40)
     with torch.no_grad():
@@ -175,7 +177,7 @@ def test_kernels_per_forward_fewer_than_mmdet_swin():
     """A batch-1 GPU is launch-bound: RoPESwin (with RoPE, warm caches) must dispatch fewer
     kernels per forward than mmdet's SwinTransformer of the same depth."""
     from mmdet.models.backbones.swin import SwinTransformer
-    from ropevit.benchmark.measure import kernel_ops
+    from benchmarks.measure import kernel_ops
     ref = SwinTransformer(**TINY, drop_path_rate=0.0)
     ref.eval()                                  # mmdet's train() returns None
     x = torch.randn(1, 3, 64, 96)
@@ -190,14 +192,16 @@ def test_kernels_per_forward_fewer_than_mmdet_swin():
 
 def test_stage_tables_equal_each_blocks_own():
     """The stage's one stacked rope_cos_sin call gives every mixed block exactly the table that
-    block builds from its own rope_freqs, and gradients still reach each block's frequencies."""
+    block's own rope_freqs give, and gradients still reach each block's frequencies."""
+    from ropevit.layers.rope_tables import build_rope_tables
     model = RoPESwin(arch=TINY, rope='mixed', window_size=4).eval()   # no drop-path draws
     st, hw = model.stages[1], (9, 7)
     x = torch.randn(2, hw[0] * hw[1], 64)
     masks = st.attention_masks(hw, x.device, x.dtype)
     ref = x
     for blk in st.blocks:
-        ref = blk(ref, hw, masks[blk.attn.shift_size > 0], st.window_rope(x.device))   # coords only
+        own = build_rope_tables(blk.attn.w_msa.rope_freqs, grid_coords(4, 4))           # this block alone
+        ref = blk(ref, hw, masks[blk.attn.shift_size > 0], own)
     out = st(x, hw)[2]                                                   # the stage's map before merging
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
     out.square().sum().backward()
@@ -233,7 +237,7 @@ def test_original_rule_caches_keyed_by_effective_window(rope, use_rpb):
         exp_big = fresh2(big)
     assert all(torch.equal(a, b) for a, b in zip(got_small, exp_small))
     assert all(torch.equal(a, b) for a, b in zip(got_big, exp_big))
-    assert model.stages[3]._rope_cache is None or model.stages[3]._rope_cache[0][0] == 2   # 3x2 grid: window 2
+    assert all(key[1] == 2 for key in model.stages[3]._rope_cache.keys())   # 3x2 grid: window 2
 
 
 def test_original_rule_compiles_as_one_graph():
@@ -291,7 +295,7 @@ def test_invalid_options_raise(kwargs, option):
 
 def test_defaults():
     m = RoPESwin(arch=TINY)
-    assert (m.rope, m.rope_theta, m.use_rpb, m.window_rule) == ('mixed', 10.0, False, 'mmdet')
+    assert (m.rope_type, m.rope_theta, m.use_rpb, m.window_rule) == ('mixed', 10.0, False, 'mmdet')
     a = RoPESwin(arch=TINY, rope='axial')
     assert (a.rope_theta, a.use_rpb) == (50.0, False)
     assert RoPESwin(arch=TINY, rope='none').use_rpb

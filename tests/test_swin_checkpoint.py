@@ -13,7 +13,7 @@ import ropevit.mm  # noqa: F401  (registers RoPESwin)
 from mmengine.registry import MODELS
 from ropevit.checkpoint.common import CheckpointMismatchError
 from ropevit.checkpoint.swin import convert_swin_state_dict
-from ropevit.layers.swin_block import PatchMerging
+from ropevit.layers.patch_merging import PatchMerging
 from ropevit.models.swin import RoPESwin
 from swin_reference import original_forward, original_state_dict
 

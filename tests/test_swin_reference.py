@@ -57,9 +57,9 @@ def _reference_stage(model: RoPESwin, x: torch.Tensor, hw: tuple[int, int], rule
 
     for j in range(len(model.stages[0].blocks)):
         p = f'stages.0.blocks.{j}.'
-        if model.rope == 'mixed':
+        if model.rope_type == 'mixed':
             freqs = sd[p + 'attn.w_msa.rope_freqs']                                  # [2, nh, hd/2]
-        elif model.rope == 'axial':
+        elif model.rope_type == 'axial':
             freqs = _axial_freqs(C // NH, model.rope_theta)
         else:
             freqs = None

@@ -8,7 +8,8 @@ import torch
 
 import ropevit.mm  # noqa: F401  (registers RoPEViT)
 from mmengine.registry import MODELS
-from ropevit.layers import vit_rope
+from ropevit.layers import rope_tables
+from ropevit.layers.rope_tables import RopeTables
 from ropevit.models.vit import RoPEViT
 
 TINY = dict(embed_dims=64, num_heads=2, depth=2)          # head_dim 32 (divisible by 4)
@@ -87,7 +88,7 @@ def test_window_block_equals_absolute_rope_restricted_to_each_window(rope):
     with torch.no_grad():
         (out,) = m(x)
         tok = m.patch_embed.proj(x).flatten(2).transpose(1, 2)              # [B, 35, C]
-        cos, sin = m.rope.tables((H, W), tok.device)                        # absolute positions
+        cos, sin, _, _ = m.rope.tables((H, W), tok.device)                  # absolute positions
         blk0 = m.blocks[0]
         blk0.window_size = 0                                                # same weights, plain attention
         ref = torch.empty_like(tok)
@@ -95,10 +96,10 @@ def test_window_block_equals_absolute_rope_restricted_to_each_window(rope):
             for c0 in range(0, W, ws):
                 idx = torch.tensor([r * W + c for r in range(r0, min(r0 + ws, H))
                                     for c in range(c0, min(c0 + ws, W))])
-                tables = (cos[idx], sin[idx]) if rope == 'axial' else (cos[0][:, idx], sin[0][:, idx])
+                tables = RopeTables(cos[idx], sin[idx]) if rope == 'axial' else RopeTables(cos[0][:, idx], sin[0][:, idx])
                 ref[:, idx] = blk0(tok[:, idx], (1, len(idx)), tables)
         blk0.window_size = ws
-        tables1 = (cos, sin) if rope == 'axial' else (cos[1], sin[1])
+        tables1 = RopeTables(cos, sin) if rope == 'axial' else RopeTables(cos[1], sin[1])
         ref = m.blocks[1](ref, (H, W), tables1)
     torch.testing.assert_close(out, ref.transpose(1, 2).reshape(2, 32, H, W), atol=1e-5, rtol=0)
 
@@ -177,8 +178,8 @@ def test_with_cp_gives_same_gradients(ws):
 
 def test_rope_tables_once_per_grid_and_axial_cache(monkeypatch):
     calls = []
-    real = vit_rope.rope_cos_sin
-    monkeypatch.setattr(vit_rope, 'rope_cos_sin', lambda f, c: calls.append(tuple(c.shape)) or real(f, c))
+    real = rope_tables.rope_cos_sin
+    monkeypatch.setattr(rope_tables, 'rope_cos_sin', lambda f, c: calls.append(tuple(c.shape)) or real(f, c))
     kw = dict(arch=dict(embed_dims=32, num_heads=2, depth=4), with_cls_token=False, window_size=3,
               global_attn_indexes=(1, 3))
     mixed = RoPEViT(**kw, rope='mixed')
@@ -197,27 +198,44 @@ def test_rope_tables_once_per_grid_and_axial_cache(monkeypatch):
     assert len(calls) == 3                              # a new global grid (4x4) -> one new table
 
 
+def _sliced_rotation_attention(attn, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, npt: int):
+    """Reference: ``attn`` rotating only the patch tokens' q/k (prefix sliced off, rotated, concatenated back)."""
+    import torch.nn.functional as F
+    from ropevit.layers.rope import apply_rope
+    B, L, C = x.shape
+    qkv = attn.qkv(x).reshape(B, L, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, nh, L, hd]
+    qk = torch.cat([qkv[:2, ..., :npt, :], apply_rope(qkv[:2, ..., npt:, :], cos, sin)], dim=-2)
+    q, k = qk.unbind(0)
+    out = F.scaled_dot_product_attention(q, k, qkv[2])                                          # [B, nh, L, hd]
+    return attn.proj(out.transpose(1, 2).reshape(B, L, C))
+
+
 @pytest.mark.parametrize('rope', ['axial', 'mixed'])
 def test_prefix_identity_rows_equal_the_sliced_rotation(rope):
     """Tables with identity rows for the class token rotate all tokens in one go: the class
     token's q/k stay exactly as they are, and attention equals rotating only the patch tokens
-    (the slice-and-concatenate path, still taken for patch-only tables)."""
+    (slicing q/k and concatenating them back). Tables without the prefix rows are refused."""
     from ropevit.layers.attention import RoPEAttention
     from ropevit.layers.rope import apply_rope
     m = RoPEViT(arch=dict(embed_dims=64, num_heads=2, depth=2), rope=rope)
     hw, npt = (3, 5), 1
-    cos, sin = m.rope.tables(hw, torch.device('cpu'), [0], num_prefix_tokens=npt)
-    cos0, sin0 = m.rope.tables(hw, torch.device('cpu'), [0])
+    tables = m.rope.tables(hw, torch.device('cpu'), [0], num_prefix_tokens=npt)
+    patch_only = m.rope.tables(hw, torch.device('cpu'), [0])
+    cos, sin, cos0, sin0 = tables.cos, tables.sin, patch_only.cos, patch_only.sin
     if rope == 'mixed':
         cos, sin, cos0, sin0 = cos[0], sin[0], cos0[0], sin0[0]                      # [nh, 1 + N, P]
+    assert tables.num_prefix_tokens == npt and patch_only.num_prefix_tokens == 0
     assert cos.shape[-2] == npt + 15 and torch.equal(cos[..., npt:, :], cos0) and torch.equal(sin[..., npt:, :], sin0)
     assert torch.all(cos[..., :npt, :] == 1) and torch.all(sin[..., :npt, :] == 0)
     qk = torch.randn(2, 2, 2, npt + 15, 32)
     assert torch.equal(apply_rope(qk, cos, sin)[..., :npt, :], qk[..., :npt, :])
     attn = RoPEAttention(64, 2)
     x = torch.randn(2, npt + 15, 64)
-    torch.testing.assert_close(attn(x, (cos, sin), num_prefix_tokens=npt),
-                               attn(x, (cos0, sin0), num_prefix_tokens=npt), atol=1e-6, rtol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x, RopeTables(cos, sin, num_prefix_tokens=npt)),
+                                   _sliced_rotation_attention(attn, x, cos0, sin0, npt), atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match='identity row per prefix token'):
+        attn(x, RopeTables(cos0, sin0))
 
 
 @pytest.mark.parametrize('model', ['vit', 'swin'])
@@ -243,7 +261,7 @@ def test_bf16_autocast_forward_uses_float32_tables():
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         (out,) = m(torch.randn(1, 3, 48, 48))
     assert torch.isfinite(out.float()).all()   # (the final LayerNorm runs in float32 under autocast)
-    assert all(t.dtype == torch.float32 for pair in tables for t in pair)
+    assert tables and all(t.cos.dtype == t.sin.dtype == torch.float32 for t in tables)
 
 
 def test_frozen_stages():

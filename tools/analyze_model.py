@@ -70,13 +70,11 @@ def count_flops(model: nn.Module, inputs: tuple) -> tuple[int, Counter]:
 def rope_settings(backbone: nn.Module) -> dict[str, Any]:
     """RoPE configuration read off a built backbone (``{'type': 'none'}`` for a backbone without RoPE).
 
-    Reads the attributes the ropevit backbones keep (``rope``, ``rope_theta``, ``window_size``,
+    Reads the attributes the ropevit backbones keep (``rope_type``, ``rope_theta``, ``window_size``,
     ``use_abs_pos`` / ``use_rpb`` where present) and classifies the frequencies by what the
     module holds: learnable frequencies are parameters, fixed ones are (non-persistent) buffers.
     """
-    rope = getattr(backbone, 'rope', None)
-    if not isinstance(rope, str):
-        rope = getattr(backbone, 'rope_type', None)
+    rope = getattr(backbone, 'rope_type', None)
     if not isinstance(rope, str):
         return {'type': 'none'}
     freq_params = [(n, p) for n, p in backbone.named_parameters() if 'freq' in n]

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ropevit.layers.rope import axial_frequencies
+
 from .common import (CheckpointMismatchError, CheckpointRope, ConversionLog, StateDict, axial_as_mixed,
                      check_checkpoint_rope, conversion_log, infer_axial_theta, same_theta, unwrap_state_dict)
 
@@ -99,7 +101,7 @@ def _from_microsoft(key: str, value: torch.Tensor) -> tuple[Optional[str], torch
     return key, value
 
 
-def _resize_bias_table(table: torch.Tensor, length: int) -> torch.Tensor:
+def resize_bias_table(table: torch.Tensor, length: int) -> torch.Tensor:
     """Bicubic resize of a ``[(2ws-1)^2, nh]`` relative position bias table to ``length`` rows."""
     src, dst = math.isqrt(table.shape[0]), math.isqrt(length)
     grid = table.float().t().reshape(1, -1, src, src)                   # [1, nh, 2ws-1, 2ws-1]
@@ -206,7 +208,7 @@ def _fit_rope(sd: StateDict, model: nn.Module, log: ConversionLog, *, checkpoint
     """RoPE frequencies and relative position bias of the checkpoint vs the model (in place
     on ``sd``): see the module docstring. The axial -> axial theta check and the dropping of
     fixed axial frequencies are in :func:`_fit_to_model`."""
-    rope = getattr(model, 'rope', None)
+    rope = getattr(model, 'rope_type', None)
     freq_keys = [k for k in sd if k.endswith('attn.w_msa.rope_freqs')]
     has_rpb = any(k.endswith('relative_position_bias_table') for k in sd)
     if freq_keys and checkpoint_rope == 'none':
@@ -275,7 +277,7 @@ def _fit_rope(sd: StateDict, model: nn.Module, log: ConversionLog, *, checkpoint
 def _fit_to_model(sd: StateDict, model: nn.Module, dropped: dict[str, str]) -> None:
     """Model-dependent steps: RoPE frequencies and bias-table sizes (in place on ``sd``)."""
     own = model.state_dict()
-    rope = getattr(model, 'rope', None)
+    rope = getattr(model, 'rope_type', None)
     freq_keys = [k for k in sd if k.endswith('attn.w_msa.rope_freqs')]
     if freq_keys and rope == 'none':
         raise CheckpointMismatchError(
@@ -284,7 +286,7 @@ def _fit_to_model(sd: StateDict, model: nn.Module, dropped: dict[str, str]) -> N
     if rope == 'axial':
         for key in freq_keys:
             stage = model.stages[int(key.split('.')[1])]
-            expected = stage.axial_freqs.float().cpu()[:, None]          # [2, 1, hd//2]
+            expected = axial_frequencies(stage.head_dim, model.rope_theta)[:, None]  # [2, 1, hd//2]
             got = sd[key].float().cpu()                                  # [2, nh, hd//2]
             if got.dim() != 3 or got.shape[0] != 2 or got.shape[-1] != expected.shape[-1]:
                 continue                                                 # reported by the loader (shape)
@@ -300,7 +302,7 @@ def _fit_to_model(sd: StateDict, model: nn.Module, dropped: dict[str, str]) -> N
     for key in [k for k in sd if k.endswith('relative_position_bias_table') and k in own]:
         table, target = sd[key], own[key]
         if table.shape[1] == target.shape[1] and table.shape[0] != target.shape[0]:
-            sd[key] = _resize_bias_table(table, target.shape[0])
+            sd[key] = resize_bias_table(table, target.shape[0])
     for key in [k for k in sd if re.fullmatch(r'norm\d+\.(weight|bias)', k) and k not in own]:
         dropped[key] = 'output norm of a stage the model does not return (out_indices)'
         del sd[key]

@@ -6,21 +6,21 @@ RoPE-ViT code, so their checkpoints load without renaming.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .rope import apply_rope
-
-#: ``(cos, sin)`` float32 tables, each ``[N, P]`` (shared by heads) or ``[nh, N, P]``, optionally
-#: followed by their complex ``rope_rotation`` (or None).
-RopeTables = Union[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]
+from .rope_tables import RopeTables
 
 
 class RoPEAttention(nn.Module):
-    """Self-attention; q/k of the patch tokens are rotated, prefix tokens are not.
+    """Self-attention with q/k rotated by :class:`~ropevit.layers.rope_tables.RopeTables`.
+
+    Prefix tokens take one path: the tables carry identity rows for them, so all tokens
+    are rotated in one call and the prefix tokens come out unchanged.
 
     Args:
         dim: channels ``C``.
@@ -43,36 +43,29 @@ class RoPEAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, rope: Optional[RopeTables] = None, *,
-                num_prefix_tokens: int = 0, key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Args:
-            x: ``[B, npt + N, C]``: ``num_prefix_tokens`` prefix tokens, then ``N`` patch
-                tokens in the row-major order of the grid the rope tables were built for.
-            rope: ``(cos, sin)`` or ``(cos, sin, rot)`` for the ``N`` patch tokens (``[N, P]`` or ``[nh, N, P]``), or
-                for all ``npt + N`` tokens with identity rows (``cos = 1, sin = 0``) for the
-                prefix, which saves slicing q/k and concatenating them back; or None.
-            num_prefix_tokens: leading tokens that are not rotated (class token).
+            x: ``[B, L, C]``: ``rope.num_prefix_tokens`` prefix tokens, then the patch tokens in
+                the row-major order of the grid the tables were built for.
+            rope: tables with one row per token of ``x`` (``[L, P]`` or ``[nh, L, P]``), or None.
             key_mask: bool, True = may be attended, broadcastable to ``[B, nh, L, L]``
                 (e.g. ``[B, 1, 1, L]`` to hide padding keys), or None.
 
         Returns:
-            ``[B, npt + N, C]``.
+            ``[B, L, C]``.
         """
         B, L, C = x.shape
-        npt = num_prefix_tokens
         qkv = self.qkv(x).reshape(B, L, 3, self.num_heads, self.head_dim)  # [B, L, 3, nh, hd]
         qkv = qkv.permute(2, 0, 3, 1, 4)                                    # [3, B, nh, L, hd]
         v = qkv[2]                                                         # [B, nh, L, hd]
         qk = qkv[:2]                                                       # [2, B, nh, L, hd]
         if rope is not None:
-            cos, sin = rope[0], rope[1]
-            rot = rope[2] if len(rope) > 2 else None
-            # q and k in one call (one pass, half the launches). Out of place: rotating a slice
-            # of q/k in place would break autograd.
-            if npt and cos.shape[-2] == L - npt:
-                qk = torch.cat([qk[..., :npt, :], apply_rope(qk[..., npt:, :], cos, sin, rot)], dim=-2)
-            else:                               # tables for all L tokens (prefix rows: identity)
-                qk = apply_rope(qk, cos, sin, rot)
+            if rope.cos.shape[-2] != L:
+                raise ValueError(f'RoPE tables have {rope.cos.shape[-2]} rows ({rope.num_prefix_tokens} prefix), '
+                                 f'x has {L} tokens; build the tables with one identity row per prefix token')
+            # q and k in one call (one pass, half the launches); out of place for autograd.
+            qk = apply_rope(qk, rope.cos, rope.sin, rope.rot)
         q, k = qk.unbind(0)                                                # [B, nh, L, hd] each
         x = F.scaled_dot_product_attention(
             q, k, v, attn_mask=key_mask, dropout_p=self.attn_drop if self.training else 0.0)  # [B, nh, L, hd]

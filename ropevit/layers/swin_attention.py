@@ -10,35 +10,21 @@ window gives the same scores as RoPE over absolute image positions restricted to
 
 The window a block uses may be smaller than the one it was built with (the original
 Swin's rule, :func:`ropevit.layers.window.effective_window`): the caller passes the
-effective ``window_size`` / ``shift_size`` per forward; the RoPE coordinates come with
-the stage's table for that window, and the bias table (sized for the built window) is
-indexed by the actual offsets.
+effective ``window_size`` / ``shift_size`` per forward and the stage's
+:class:`~ropevit.layers.rope_tables.RopeTables` for that window; the bias table (sized for
+the built window) is indexed by the actual offsets.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rope import RopeType, apply_rope, init_mixed_frequencies, rope_cos_sin
+from .rope import RopeType, apply_rope, init_mixed_frequencies
+from .rope_tables import RopeTables
 from .window import pad_to_multiple, window_partition, window_unpartition
-
-
-class WindowRope(NamedTuple):
-    """RoPE inputs shared by the blocks of a stage for one forward.
-
-    ``coords``: ``[ws*ws, 2]`` window-local ``(x, y)`` of the effective window ``ws``. ``cos``/``sin``: the block's
-    table, ``[ws*ws, P]`` (axial, shared by the stage) or ``[nh, ws*ws, P]`` (mixed, made
-    by the stage from the block's frequencies); None for a mixed block called on its own,
-    which then builds its table from ``coords`` and its ``rope_freqs``. ``rot``: their
-    complex ``rope_rotation``, made once by the stage (None while ``torch.compile`` traces).
-    """
-    coords: torch.Tensor
-    cos: Optional[torch.Tensor] = None
-    sin: Optional[torch.Tensor] = None
-    rot: Optional[torch.Tensor] = None
 
 
 def relative_position_index(window_size: int, *, table_window: Optional[int] = None,
@@ -66,8 +52,8 @@ class WindowMSA(nn.Module):
         embed_dims: channels ``C``.
         num_heads: heads ``nh`` (``hd = C // nh``).
         window_size: window side ``ws``.
-        rope: ``'mixed'`` (learnable ``rope_freqs`` ``[2, nh, hd // 2]``), ``'axial'``
-            (fixed, supplied by the stage) or ``'none'``.
+        rope: ``'mixed'`` (learnable ``rope_freqs`` ``[2, nh, hd // 2]``, turned into tables by
+            the stage), ``'axial'`` (fixed, tables from the stage) or ``'none'``.
         rope_theta: init theta of the mixed frequencies.
         use_rpb: add Swin's relative position bias (``relative_position_bias_table``).
         qkv_bias: bias of the qkv projection.
@@ -85,7 +71,7 @@ class WindowMSA(nn.Module):
         self.window_size = window_size
         self.head_dim = embed_dims // num_heads
         self.scale = qk_scale or self.head_dim ** -0.5
-        self.rope = rope
+        self.rope_type = rope
         self.use_rpb = use_rpb
         self.attn_drop_rate = attn_drop_rate
         if use_rpb:
@@ -120,36 +106,29 @@ class WindowMSA(nn.Module):
         bias = self.relative_position_bias_table[index.reshape(-1)]                        # [N*N, nh]
         return bias.view(n, n, -1).permute(2, 0, 1)                                        # [nh, N, N]
 
-    def qkv_rotated(self, x: torch.Tensor, rope: Optional[WindowRope]
+    def qkv_rotated(self, x: torch.Tensor, rope: Optional[RopeTables]
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x [B_, N, C]`` -> ``q, k, v`` ``[B_, nh, N, hd]``, q and k rotated by RoPE."""
+        """``x [B_, N, C]`` -> ``q, k, v`` ``[B_, nh, N, hd]``, q and k rotated by the window's tables."""
         b_, n, c = x.shape
         qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, self.head_dim)  # [B_, N, 3, nh, hd]
         qkv = qkv.permute(2, 0, 3, 1, 4)                                     # [3, B_, nh, N, hd]
-        if self.rope == 'none':
+        if self.rope_type == 'none':
             return qkv.unbind(0)                                             # [B_, nh, N, hd] each
         if rope is None:
-            raise ValueError(f'rope={self.rope!r} attention needs the window coordinates')
-        rot = None
-        if rope.cos is not None:
-            cos, sin, rot = rope.cos, rope.sin, rope.rot                     # [N, P] or [nh, N, P]
-        elif self.rope == 'mixed':
-            cos, sin = rope_cos_sin(self.rope_freqs, rope.coords)           # [nh, N, P]
-        else:
-            raise ValueError('rope="axial" attention needs the stage\'s (cos, sin) table')
+            raise ValueError(f'rope={self.rope_type!r} attention needs the RoPE tables of its window')
         # q and k in one call: one pass, half the launches.
-        q, k = apply_rope(qkv[:2], cos, sin, rot).unbind(0)                  # [B_, nh, N, hd] each
+        q, k = apply_rope(qkv[:2], rope.cos, rope.sin, rope.rot).unbind(0)  # [B_, nh, N, hd] each
         return q, k, qkv[2]
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                rope: Optional[WindowRope] = None, *, window_size: Optional[int] = None) -> torch.Tensor:
+                rope: Optional[RopeTables] = None, *, window_size: Optional[int] = None) -> torch.Tensor:
         """
         Args:
             x: ``[B*nW, N, C]`` windows (``N = ws*ws``), batch-major: window ``w`` of
                 image ``b`` is row ``b * nW + w``.
             mask: ``[nW, N, N]`` additive mask (0 attend, large negative masked) or None.
-            rope: the stage's window RoPE inputs for this window (required unless
-                ``rope='none'``).
+            rope: this block's tables for the window, ``[N, P]`` or ``[nh, N, P]`` (required
+                unless ``rope='none'``).
             window_size: the window side ``ws`` of ``x`` (default: the built one).
 
         Returns:
@@ -195,14 +174,14 @@ class ShiftWindowMSA(nn.Module):
         self.drop = drop_path if drop_path is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], mask: Optional[torch.Tensor] = None,
-                rope: Optional[WindowRope] = None, window: Optional[tuple[int, int]] = None) -> torch.Tensor:
+                rope: Optional[RopeTables] = None, window: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """
         Args:
             x: ``[B, H*W, C]``.
             hw: ``(H, W)``.
             mask: ``[nW, N, N]`` additive mask for this block's window, shift and the
                 grid's padding (built once per stage), or None.
-            rope: the stage's window RoPE inputs for that window.
+            rope: this block's RoPE tables for that window.
             window: the effective ``(window_size, shift_size)`` on this grid (the stage's
                 window rule); default: the built ones.
 

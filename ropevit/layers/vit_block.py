@@ -5,17 +5,16 @@ Keys (``norm1``, ``attn.qkv``, ``attn.proj``, ``gamma_1``, ``norm2``, ``mlp.fc1`
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from timm.layers import DropPath, Mlp
 from torch import nn
 
-from .attention import RoPEAttention, RopeTables
+from .attention import RoPEAttention
+from .layer_types import ActLayer, NormLayer
+from .rope_tables import RopeTables
 from .window import pad_to_multiple, window_partition, window_unpartition
-
-NormLayer = Callable[[int], nn.Module]
-ActLayer = Callable[[], nn.Module]
 
 
 class ViTBlock(nn.Module):
@@ -54,7 +53,7 @@ class ViTBlock(nn.Module):
     def _attn(self, x: torch.Tensor, hw: tuple[int, int], rope: Optional[RopeTables],
               num_prefix_tokens: int, key_mask: Optional[torch.Tensor]) -> torch.Tensor:
         if not self.window_size:
-            return self.attn(x, rope, num_prefix_tokens=num_prefix_tokens)
+            return self.attn(x, rope)                                 # tables with the prefix rows
         if num_prefix_tokens:
             raise ValueError('window attention got prefix tokens; build the model with with_cls_token=False')
         B, _, C = x.shape
@@ -74,8 +73,9 @@ class ViTBlock(nn.Module):
         Args:
             x: ``[B, npt + H*W, C]`` (``npt = num_prefix_tokens``; 0 for window blocks).
             hw: patch grid ``(H, W)``.
-            rope: ``(cos, sin[, rot])`` for this block's attention grid: ``H x W`` (global) or
-                ``ws x ws`` (window; window-local coordinates, RoPE being relative).
+            rope: the tables of this block's attention grid: ``H x W`` with ``npt`` identity
+                rows first (global), or ``ws x ws`` (window; window-local coordinates, RoPE
+                being relative).
             key_mask: window blocks: ``[nW, 1, 1, ws*ws]`` bool, False on padding.
 
         Returns:

@@ -13,9 +13,15 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ropevit.layers.rope import ROPE_TYPES, RopeType, check_rope_args
-from ropevit.layers.swin_block import ActLayer, NormLayer, PatchEmbed, PatchMerging, SwinStage
+from ropevit.layers.layer_types import ActLayer, NormLayer
+from ropevit.layers.patch_embed import PatchEmbed
+from ropevit.layers.patch_merging import PatchMerging
+from ropevit.layers.rope import RopeType
+from ropevit.layers.swin_stage import SwinStage
 from ropevit.layers.window import WindowRule, check_window_rule
+
+from .checks import _check_frozen_stages, _check_rate, _check_rope, _resolve_rope_theta
+from .init import init_scratch_weights
 
 #: ``arch`` presets: embed dims of stage 0, blocks per stage, heads per stage.
 SWIN_ARCHS: dict[str, dict] = {
@@ -58,6 +64,21 @@ def resolve_arch(arch: Union[str, dict], *, embed_dims: Optional[int] = None,
         if h < 1 or (dims * 2 ** i) % h:
             raise ValueError(f'num_heads={heads}: stage {i} has {dims * 2 ** i} channels, not divisible by {h}')
     return dims, dps, heads
+
+
+def _check_swin_sizes(window_size: int, patch_size: int) -> None:
+    if not isinstance(window_size, int) or window_size < 1:
+        raise ValueError(f'window_size={window_size!r} must be a positive int')
+    if patch_size < 1:
+        raise ValueError(f'patch_size={patch_size} must be >= 1')
+
+
+def _check_out_indices(out_indices: Sequence[int], num_stages: int) -> tuple[int, ...]:
+    out_indices = tuple(out_indices)
+    bad = [i for i in out_indices if not 0 <= i < num_stages]
+    if bad or len(set(out_indices)) != len(out_indices):
+        raise ValueError(f'out_indices={out_indices} must be distinct stage indices in [0, {num_stages})')
+    return out_indices
 
 
 class RoPESwin(nn.Module):
@@ -118,37 +139,22 @@ class RoPESwin(nn.Module):
                  norm_layer: NormLayer = nn.LayerNorm, act_layer: ActLayer = nn.GELU) -> None:
         super().__init__()
         dims, depths, heads = resolve_arch(arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads)
-        if rope not in ROPE_TYPES:
-            raise ValueError(f'rope={rope!r} is not supported; choose one of {ROPE_TYPES}')
-        for i, h in enumerate(heads):
-            check_rope_args(rope, dims * 2 ** i // h)
-        if use_rpb is None:
-            use_rpb = rope == 'none'
-        if rope_theta is None:
-            rope_theta = DEFAULT_ROPE_THETA[rope]
-        elif rope != 'none' and rope_theta <= 0:
-            raise ValueError(f'rope_theta={rope_theta} must be > 0')
-        if not isinstance(window_size, int) or window_size < 1:
-            raise ValueError(f'window_size={window_size!r} must be a positive int')
+        _check_rope(rope, [dims * 2 ** i // h for i, h in enumerate(heads)])
+        use_rpb = rope == 'none' if use_rpb is None else use_rpb
+        rope_theta = _resolve_rope_theta(rope, rope_theta, DEFAULT_ROPE_THETA)
+        _check_swin_sizes(window_size, patch_size)
         check_window_rule(window_rule)
-        if patch_size < 1:
-            raise ValueError(f'patch_size={patch_size} must be >= 1')
         num_stages = len(depths)
-        out_indices = tuple(out_indices)
-        bad = [i for i in out_indices if not 0 <= i < num_stages]
-        if bad or len(set(out_indices)) != len(out_indices):
-            raise ValueError(f'out_indices={out_indices} must be distinct stage indices in [0, {num_stages})')
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages={frozen_stages} must be in [-1, {num_stages}]')
+        out_indices = _check_out_indices(out_indices, num_stages)
+        _check_frozen_stages(frozen_stages, num_stages)
         for name, p in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
                         ('drop_path_rate', drop_path_rate)):
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f'{name}={p} must be in [0, 1)')
+            _check_rate(name, p)
 
         self.arch_settings = dict(embed_dims=dims, depths=depths, num_heads=heads)
         self.depths = depths
-        self.rope = rope
-        self.rope_theta = float(rope_theta)
+        self.rope_type: RopeType = rope
+        self.rope_theta = rope_theta
         self.use_rpb = bool(use_rpb)
         self.window_size = window_size
         self.window_rule = window_rule
@@ -158,7 +164,8 @@ class RoPESwin(nn.Module):
         #: number of lr-decay layer ids: patch_embed 0, blocks 1..sum(depths), norms last.
         self.num_layers = sum(depths) + 2
 
-        self.patch_embed = PatchEmbed(in_channels, dims, patch_size, norm_layer=norm_layer if patch_norm else None)
+        self.patch_embed = PatchEmbed(in_channels, dims, patch_size, norm_layer=norm_layer if patch_norm else None,
+                                      proj_name='projection')
         self.drop_after_pos = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.stages = nn.ModuleList()
@@ -184,19 +191,10 @@ class RoPESwin(nn.Module):
         self.init_scratch_weights()
 
     def init_scratch_weights(self) -> None:
-        """From-scratch init as mmdet's Swin: trunc-normal(0.02) Linear, unit LayerNorm,
-        trunc-normal(0.02) bias tables. RoPE-Mixed frequencies keep their construction init."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        for name, p in self.named_parameters():
-            if name.endswith('relative_position_bias_table'):
-                nn.init.trunc_normal_(p, std=0.02)
+        """From-scratch init as mmdet's Swin (:func:`ropevit.models.init.init_scratch_weights`),
+        relative position bias tables trunc-normal(0.02) too."""
+        init_scratch_weights(self, (p for n, p in self.named_parameters()
+                                    if n.endswith('relative_position_bias_table')))
 
     def get_layer_id(self, param_name: str) -> int:
         """Layer id for layer-wise lr decay (mmpretrain's Swin convention).

@@ -21,10 +21,16 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
 
-from ropevit.layers.rope import ROPE_TYPES, RopeType, check_rope_args
-from ropevit.layers.vit_block import ActLayer, NormLayer, ViTBlock
+from ropevit.layers.layer_types import ActLayer, NormLayer
+from ropevit.layers.patch_embed import PatchEmbed
+from ropevit.layers.rope import RopeType
+from ropevit.layers.rope_tables import RopeTables
+from ropevit.layers.vit_block import ViTBlock
 from ropevit.layers.vit_rope import VisionRoPE
 from ropevit.layers.window import window_key_mask
+
+from .checks import _check_frozen_stages, _check_rate, _check_rope, _resolve_rope_theta
+from .init import init_scratch_weights
 
 #: ``arch`` presets (DeiT-III / RoPE-ViT S, B, L).
 VIT_ARCHS: dict[str, dict] = {
@@ -66,6 +72,38 @@ def resample_pos_embed(pos_embed: torch.Tensor, src_hw: tuple[int, int], dst_hw:
     grid = pos_embed.float().reshape(1, *src_hw, C).permute(0, 3, 1, 2)               # [1, C, Hs, Ws]
     grid = F.interpolate(grid, size=tuple(dst_hw), mode='bicubic', antialias=True)  # [1, C, Hd, Wd]
     return grid.permute(0, 2, 3, 1).reshape(1, -1, C).to(pos_embed.dtype)            # [1, Hd*Wd, C]
+
+
+def _check_patch_size(patch_size: int, pretrain_img_size: int) -> None:
+    if patch_size < 1 or pretrain_img_size < patch_size:
+        raise ValueError(f'patch_size={patch_size} must be >= 1 and pretrain_img_size={pretrain_img_size} '
+                         f'>= patch_size')
+
+
+def _check_windows(window_size: int, global_attn_indexes: Sequence[int], with_cls_token: bool, depth: int) -> None:
+    """ViTDet windows: ``window_size >= 0``, no class token with windows, global blocks in range."""
+    if window_size < 0:
+        raise ValueError(f'window_size={window_size} must be >= 0 (0 = all blocks global)')
+    if window_size > 0 and with_cls_token:
+        raise ValueError(f'window_size={window_size} needs with_cls_token=False (a class token cannot be '
+                         f'split into windows); allowed with a class token: window_size=0')
+    bad = [i for i in global_attn_indexes if not 0 <= i < depth]
+    if bad:
+        raise ValueError(f'global_attn_indexes={tuple(global_attn_indexes)}: {bad} out of range; allowed '
+                         f'0..{depth - 1}')
+
+
+def _resolve_out_indices(out_indices: Sequence[int], depth: int) -> tuple[int, ...]:
+    """Block indices (negative from the end) -> ``0 .. depth - 1``; at least one."""
+    outs = []
+    for i in out_indices:
+        if not -depth <= i < depth:
+            raise ValueError(f'out_indices={tuple(out_indices)}: {i} out of range; allowed '
+                             f'{-depth}..{depth - 1}')
+        outs.append(i % depth)
+    if not outs:
+        raise ValueError('out_indices is empty; give at least one block index')
+    return tuple(outs)
 
 
 class RoPEViT(nn.Module):
@@ -112,37 +150,13 @@ class RoPEViT(nn.Module):
         dims, heads, depth = int(spec['embed_dims']), int(spec['num_heads']), int(spec['depth'])
         if dims % heads:
             raise ValueError(f'embed_dims={dims} is not divisible by num_heads={heads}')
-        if rope not in ROPE_TYPES:
-            raise ValueError(f'rope={rope!r} is not supported; choose one of {ROPE_TYPES}')
-        check_rope_args(rope, dims // heads)
-        if rope_theta is None:
-            rope_theta = DEFAULT_ROPE_THETA[rope]
-        elif rope != 'none' and not rope_theta > 0:
-            raise ValueError(f'rope_theta={rope_theta} must be > 0')
-        if patch_size < 1 or pretrain_img_size < patch_size:
-            raise ValueError(f'patch_size={patch_size} must be >= 1 and pretrain_img_size={pretrain_img_size} '
-                             f'>= patch_size')
-        if window_size < 0:
-            raise ValueError(f'window_size={window_size} must be >= 0 (0 = all blocks global)')
-        if window_size > 0 and with_cls_token:
-            raise ValueError(f'window_size={window_size} needs with_cls_token=False (a class token cannot be '
-                             f'split into windows); allowed with a class token: window_size=0')
-        bad = [i for i in global_attn_indexes if not 0 <= i < depth]
-        if bad:
-            raise ValueError(f'global_attn_indexes={tuple(global_attn_indexes)}: {bad} out of range; allowed '
-                             f'0..{depth - 1}')
-        outs = []
-        for i in out_indices:
-            if not -depth <= i < depth:
-                raise ValueError(f'out_indices={tuple(out_indices)}: {i} out of range; allowed '
-                                 f'{-depth}..{depth - 1}')
-            outs.append(i % depth)
-        if not outs:
-            raise ValueError('out_indices is empty; give at least one block index')
-        if not -1 <= frozen_stages <= depth:
-            raise ValueError(f'frozen_stages={frozen_stages}; allowed -1..{depth}')
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f'drop_path_rate={drop_path_rate}; allowed [0, 1)')
+        _check_rope(rope, [dims // heads])
+        rope_theta = _resolve_rope_theta(rope, rope_theta, DEFAULT_ROPE_THETA)
+        _check_patch_size(patch_size, pretrain_img_size)
+        _check_windows(window_size, global_attn_indexes, with_cls_token, depth)
+        outs = _resolve_out_indices(out_indices, depth)
+        _check_frozen_stages(frozen_stages, depth)
+        _check_rate('drop_path_rate', drop_path_rate)
         if layer_scale_init_value is not None and layer_scale_init_value < 0:
             raise ValueError(f'layer_scale_init_value={layer_scale_init_value} must be >= 0 (or None)')
         norm_layer = norm_layer or (lambda c: nn.LayerNorm(c, eps=1e-6))
@@ -152,10 +166,10 @@ class RoPEViT(nn.Module):
         self.patch_size = patch_size
         self.pretrain_grid = (pretrain_img_size // patch_size,) * 2
         self.rope_type: RopeType = rope
-        self.rope_theta = float(rope_theta)
+        self.rope_theta = rope_theta
         self.window_size = window_size
         self.global_attn_indexes = tuple(sorted(set(global_attn_indexes)))
-        self.out_indices = tuple(outs)
+        self.out_indices = outs
         self.final_norm = final_norm
         self.with_cp = with_cp
         self.frozen_stages = frozen_stages
@@ -163,12 +177,11 @@ class RoPEViT(nn.Module):
         #: number of distinct layer ids of :meth:`get_layer_id` (``0 .. depth + 1``).
         self.num_layers = depth + 2
 
-        self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv2d(in_channels, dims, patch_size, patch_size)
+        self.patch_embed = PatchEmbed(in_channels, dims, patch_size, proj_name='proj')
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dims)) if with_cls_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.pretrain_grid), dims)) if use_ape else None
         self.pos_drop = nn.Dropout(drop_rate)
-        self.rope = (VisionRoPE(dims // heads, heads, depth, rope=rope, theta=self.rope_theta)
+        self.rope = (VisionRoPE(dims // heads, heads, depth, rope_type=rope, theta=rope_theta)
                      if rope != 'none' else None)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList([
@@ -191,20 +204,9 @@ class RoPEViT(nn.Module):
         self.init_scratch_weights()
 
     def init_scratch_weights(self) -> None:
-        """timm/DeiT-III init: trunc-normal(0.02) Linear, class token and position
-        embedding; zero biases; unit LayerNorm. RoPE-Mixed frequencies and LayerScale keep
-        their construction init."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        for p in (self.cls_token, self.pos_embed):
-            if p is not None:
-                nn.init.trunc_normal_(p, std=0.02)
+        """timm/DeiT-III init (:func:`ropevit.models.init.init_scratch_weights`), class token and
+        position embedding trunc-normal(0.02) too."""
+        init_scratch_weights(self, (self.cls_token, self.pos_embed))
 
     def get_layer_id(self, param_name: str) -> int:
         """Layer id for layer-wise lr decay (BEiT / MAE convention), ``0 .. num_layers - 1``.
@@ -262,40 +264,29 @@ class RoPEViT(nn.Module):
         return self
 
     # ---------------------------------------------------------------- forward
-    def _rope_tables(self, hw: tuple[int, int], device: torch.device) -> list[Optional[tuple]]:
-        """One ``(cos, sin, rot)`` per block, computed once per distinct grid (outside the block loop).
+    def _rope_tables(self, hw: tuple[int, int], device: torch.device) -> list[Optional[RopeTables]]:
+        """One :class:`RopeTables` per block, built once per distinct grid (outside the block loop).
 
         Global blocks' tables cover the prefix tokens too (identity rows first).
         """
         if self.rope is None:
             return [None] * self.depth
-        per_block: list[Optional[tuple]] = [None] * self.depth
+        per_block: list[Optional[RopeTables]] = [None] * self.depth
         # Grouped by window size (0 = global), not by grid: a dict keyed by the grid would hash
         # the input's sizes, which torch.compile then specialises on (a recompile per input size).
         groups: dict[int, list[int]] = {}
         for i in range(self.depth):
             groups.setdefault(self._block_window(i), []).append(i)
         for ws, ids in groups.items():
-            grid = (ws, ws) if ws else hw
-            # Global blocks see the prefix tokens: their tables carry identity rows for them.
-            npt = 0 if ws else self.num_prefix_tokens
-            cos, sin, rot = self.rope.rotation_tables(grid, device, ids, num_prefix_tokens=npt)
-            for j, i in enumerate(ids):
-                if self.rope_type == 'axial':
-                    per_block[i] = (cos, sin, rot)
-                else:
-                    per_block[i] = (cos[j], sin[j], None if rot is None else rot[j])
+            grid, npt = ((ws, ws), 0) if ws else (hw, self.num_prefix_tokens)
+            for i, tables in zip(ids, self.rope.block_tables(grid, device, ids, num_prefix_tokens=npt)):
+                per_block[i] = tables
         return per_block
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``[B, C_in, H, W]`` (any H, W) -> ``[B, C, ceil(H/p), ceil(W/p)]`` per out index."""
-        B, _, H, W = x.shape
-        p = self.patch_size
-        if H % p or W % p:
-            x = F.pad(x, (0, (-W) % p, 0, (-H) % p))                    # [B, C_in, Hp, Wp]
-        x = self.patch_embed.proj(x)                                    # [B, C, h, w]
-        hw = (x.shape[2], x.shape[3])
-        x = x.flatten(2).transpose(1, 2)                                # [B, h*w, C]
+        B = x.shape[0]
+        x, hw = self.patch_embed(x)                                     # [B, h*w, C]
         if self.pos_embed is not None:
             x = x + resample_pos_embed(self.pos_embed, self.pretrain_grid, hw)
         if self.cls_token is not None:

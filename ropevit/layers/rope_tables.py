@@ -1,0 +1,122 @@
+"""The one RoPE contract between backbones and attention: :class:`RopeTables`, how they are
+built from frequencies and coordinates, and how they are cached.
+
+Both backbones work the same way: once per forward and grid (outside the block loop) they
+turn frequencies into ``RopeTables`` and hand each block the table of its own attention
+grid, a global ``H x W`` grid (ViT) or a ``ws x ws`` window (ViTDet windows, Swin).
+
+* Fixed (axial) frequencies are rebuilt from ``(head_dim, theta)`` on the tables' device,
+  never read from a buffer, so a ``.half()`` model still gets float32 tables and a
+  checkpoint never carries them; their tables depend on the grid only and are cached.
+* Learnable (mixed) frequencies are parameters; their tables are rebuilt every forward
+  (so gradients reach them), for all blocks of a group in one call, from cached
+  coordinates.
+
+:class:`TableCache` holds the caching rules in one place: nothing is cached while
+``torch.compile`` traces, and tables made under ``torch.inference_mode`` are kept apart.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Hashable, NamedTuple, Optional, TypeVar
+
+import torch
+
+from .rope import axial_frequencies, grid_coords, is_compiling, rope_cos_sin, rope_rotation
+
+T = TypeVar('T')
+
+
+class RopeTables(NamedTuple):
+    """Rotation tables for the ``L`` tokens one attention call sees (float32).
+
+    ``cos``/``sin``: ``[L, P]`` (shared by the heads: axial) or ``[nh, L, P]`` (mixed);
+    ``P = hd // 2``. The first ``num_prefix_tokens`` rows are the identity (``cos = 1``,
+    ``sin = 0``), so prefix tokens (a class token) are rotated with the patch tokens and
+    come out unchanged. ``rot``: their complex ``cos + i sin`` (``rope_rotation``), made
+    once per table so attention does not rebuild it per block; None while
+    ``torch.compile`` traces (the compiled rotation uses ``cos``/``sin``).
+
+    Stacked tables of several blocks (``[D, nh, L, P]``) are split by :meth:`unstack`.
+    """
+    cos: torch.Tensor
+    sin: torch.Tensor
+    rot: Optional[torch.Tensor] = None
+    num_prefix_tokens: int = 0
+
+    def unstack(self) -> list['RopeTables']:
+        """Tables ``[D, ...]`` of ``D`` blocks -> one :class:`RopeTables` per block."""
+        return [RopeTables(self.cos[i], self.sin[i], None if self.rot is None else self.rot[i],
+                           self.num_prefix_tokens) for i in range(self.cos.shape[0])]
+
+
+def token_coords(hw: tuple[int, int], *, num_prefix_tokens: int = 0,
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+    """``[npt + H*W, 2]`` float32 ``(x, y)`` of the tokens of an ``H x W`` grid (row-major).
+
+    The ``npt`` prefix tokens sit at ``(0, 0)``: angle 0, so their rotation is exactly the identity.
+    """
+    grid = grid_coords(*hw, device=device)                                    # [H*W, 2]
+    if num_prefix_tokens:
+        grid = torch.cat([grid.new_zeros(num_prefix_tokens, 2), grid])        # [npt + H*W, 2]
+    return grid
+
+
+def build_rope_tables(freqs: torch.Tensor, coords: torch.Tensor, *, num_prefix_tokens: int = 0) -> RopeTables:
+    """``RopeTables`` of frequencies ``[2, ..., P]`` at coordinates ``[L, 2]`` (tables ``[..., L, P]``)."""
+    cos, sin = rope_cos_sin(freqs, coords)                                   # [..., L, P] each
+    return RopeTables(cos, sin, None if is_compiling() else rope_rotation(cos, sin), num_prefix_tokens)
+
+
+def axial_tables(head_dim: int, theta: float, hw: tuple[int, int], device: torch.device, *,
+                 num_prefix_tokens: int = 0) -> RopeTables:
+    """Fixed RoPE-Axial tables ``[npt + H*W, P]``, frequencies rebuilt from ``(head_dim, theta)``."""
+    freqs = axial_frequencies(head_dim, theta, device=device)                # [2, P]
+    coords = token_coords(hw, num_prefix_tokens=num_prefix_tokens, device=device)
+    with torch.no_grad():
+        return build_rope_tables(freqs, coords, num_prefix_tokens=num_prefix_tokens)
+
+
+class TableCache:
+    """A small LRU cache of per-grid tensors (RoPE tables, coordinates, attention masks).
+
+    ``get(key, build)`` returns the entry for ``key`` or builds and keeps it, dropping the
+    least recently used one past ``size``. Two rules hold for every cache of the backbones:
+
+    * While ``torch.compile`` traces, nothing is cached: ``build()`` is traced as constants
+      (Inductor folds them). A cache filled by the first compiled call would fail Dynamo's
+      guards on the next one and recompile the backbone; asking for the inference mode
+      would break the graph.
+    * Tensors made under ``torch.inference_mode`` cannot be saved for backward later, so
+      the inference mode is part of every key.
+
+    The key must hold everything the entry depends on (grid, device, dtype, ...).
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f'TableCache: size={size} must be >= 1')
+        self.size = size
+        self._entries: OrderedDict[tuple, object] = OrderedDict()
+
+    def get(self, key: tuple[Hashable, ...], build: Callable[[], T]) -> T:
+        if is_compiling():
+            return build()
+        key = key + (torch.is_inference_mode_enabled(),)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]  # type: ignore[return-value]
+        value = self._entries[key] = build()
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value
+
+    def keys(self) -> list[tuple]:
+        """The keys held, least recently used first (the last element is the inference mode)."""
+        return list(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
