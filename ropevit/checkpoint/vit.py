@@ -166,7 +166,7 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
         n_src, n_dst = pe.shape[1], own['pos_embed'].shape[1]
         s_src, s_dst = math.isqrt(n_src), math.isqrt(n_dst)
         if s_src * s_src == n_src and s_dst * s_dst == n_dst and pe.shape[2] == own['pos_embed'].shape[2]:
-            from ropevit.models.vit import resample_pos_embed
+            from ropevit.layers.pos_embed import resample_pos_embed
             out['pos_embed'] = resample_pos_embed(pe, (s_src, s_src), (s_dst, s_dst))
     bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
            for k, v in out.items() if k in own and own[k].shape != v.shape]

@@ -20,7 +20,8 @@ from ropevit.layers.rope import RopeType
 from ropevit.layers.swin_stage import SwinStage
 from ropevit.layers.window import WindowRule, check_window_rule
 
-from .checks import _check_frozen_stages, _check_rate, _check_rope, _resolve_rope_theta
+from .checks import (_check_frozen_stages, _check_rate, _check_rope, _check_stage_out_indices, _check_swin_sizes,
+                     _resolve_rope_theta)
 from .init import init_scratch_weights
 
 #: ``arch`` presets: embed dims of stage 0, blocks per stage, heads per stage.
@@ -64,21 +65,6 @@ def resolve_arch(arch: Union[str, dict], *, embed_dims: Optional[int] = None,
         if h < 1 or (dims * 2 ** i) % h:
             raise ValueError(f'num_heads={heads}: stage {i} has {dims * 2 ** i} channels, not divisible by {h}')
     return dims, dps, heads
-
-
-def _check_swin_sizes(window_size: int, patch_size: int) -> None:
-    if not isinstance(window_size, int) or window_size < 1:
-        raise ValueError(f'window_size={window_size!r} must be a positive int')
-    if patch_size < 1:
-        raise ValueError(f'patch_size={patch_size} must be >= 1')
-
-
-def _check_out_indices(out_indices: Sequence[int], num_stages: int) -> tuple[int, ...]:
-    out_indices = tuple(out_indices)
-    bad = [i for i in out_indices if not 0 <= i < num_stages]
-    if bad or len(set(out_indices)) != len(out_indices):
-        raise ValueError(f'out_indices={out_indices} must be distinct stage indices in [0, {num_stages})')
-    return out_indices
 
 
 class RoPESwin(nn.Module):
@@ -145,7 +131,7 @@ class RoPESwin(nn.Module):
         _check_swin_sizes(window_size, patch_size)
         check_window_rule(window_rule)
         num_stages = len(depths)
-        out_indices = _check_out_indices(out_indices, num_stages)
+        out_indices = _check_stage_out_indices(out_indices, num_stages)
         _check_frozen_stages(frozen_stages, num_stages)
         for name, p in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
                         ('drop_path_rate', drop_path_rate)):

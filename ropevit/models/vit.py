@@ -17,19 +17,20 @@ import math
 from typing import Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
 
 from ropevit.layers.layer_types import ActLayer, NormLayer
 from ropevit.layers.patch_embed import PatchEmbed
+from ropevit.layers.pos_embed import resample_pos_embed
 from ropevit.layers.rope import RopeType
 from ropevit.layers.rope_tables import RopeTables
 from ropevit.layers.vit_block import ViTBlock
 from ropevit.layers.vit_rope import VisionRoPE
 from ropevit.layers.window import window_key_mask
 
-from .checks import _check_frozen_stages, _check_rate, _check_rope, _resolve_rope_theta
+from .checks import (_check_frozen_stages, _check_heads, _check_layer_scale, _check_patch_size, _check_rate,
+                     _check_rope, _check_windows, _resolve_block_out_indices, _resolve_rope_theta)
 from .init import init_scratch_weights
 
 #: ``arch`` presets (DeiT-III / RoPE-ViT S, B, L).
@@ -61,49 +62,6 @@ def resolve_vit_arch(arch: Union[str, dict]) -> dict:
     if min(spec['embed_dims'], spec['num_heads'], spec['depth']) < 1 or spec['mlp_ratio'] <= 0:
         raise ValueError(f'arch={arch}: embed_dims, num_heads, depth must be >= 1 and mlp_ratio > 0')
     return spec
-
-
-def resample_pos_embed(pos_embed: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> torch.Tensor:
-    """Bicubic (antialiased, as timm's ``resample_abs_pos_embed``) resize of
-    ``[1, Hs*Ws, C]`` to ``[1, Hd*Wd, C]``; unchanged when the sizes are equal."""
-    if tuple(src_hw) == tuple(dst_hw):
-        return pos_embed
-    C = pos_embed.shape[-1]
-    grid = pos_embed.float().reshape(1, *src_hw, C).permute(0, 3, 1, 2)               # [1, C, Hs, Ws]
-    grid = F.interpolate(grid, size=tuple(dst_hw), mode='bicubic', antialias=True)  # [1, C, Hd, Wd]
-    return grid.permute(0, 2, 3, 1).reshape(1, -1, C).to(pos_embed.dtype)            # [1, Hd*Wd, C]
-
-
-def _check_patch_size(patch_size: int, pretrain_img_size: int) -> None:
-    if patch_size < 1 or pretrain_img_size < patch_size:
-        raise ValueError(f'patch_size={patch_size} must be >= 1 and pretrain_img_size={pretrain_img_size} '
-                         f'>= patch_size')
-
-
-def _check_windows(window_size: int, global_attn_indexes: Sequence[int], with_cls_token: bool, depth: int) -> None:
-    """ViTDet windows: ``window_size >= 0``, no class token with windows, global blocks in range."""
-    if window_size < 0:
-        raise ValueError(f'window_size={window_size} must be >= 0 (0 = all blocks global)')
-    if window_size > 0 and with_cls_token:
-        raise ValueError(f'window_size={window_size} needs with_cls_token=False (a class token cannot be '
-                         f'split into windows); allowed with a class token: window_size=0')
-    bad = [i for i in global_attn_indexes if not 0 <= i < depth]
-    if bad:
-        raise ValueError(f'global_attn_indexes={tuple(global_attn_indexes)}: {bad} out of range; allowed '
-                         f'0..{depth - 1}')
-
-
-def _resolve_out_indices(out_indices: Sequence[int], depth: int) -> tuple[int, ...]:
-    """Block indices (negative from the end) -> ``0 .. depth - 1``; at least one."""
-    outs = []
-    for i in out_indices:
-        if not -depth <= i < depth:
-            raise ValueError(f'out_indices={tuple(out_indices)}: {i} out of range; allowed '
-                             f'{-depth}..{depth - 1}')
-        outs.append(i % depth)
-    if not outs:
-        raise ValueError('out_indices is empty; give at least one block index')
-    return tuple(outs)
 
 
 class RoPEViT(nn.Module):
@@ -148,17 +106,15 @@ class RoPEViT(nn.Module):
         super().__init__()
         spec = resolve_vit_arch(arch)
         dims, heads, depth = int(spec['embed_dims']), int(spec['num_heads']), int(spec['depth'])
-        if dims % heads:
-            raise ValueError(f'embed_dims={dims} is not divisible by num_heads={heads}')
+        _check_heads(dims, heads)
         _check_rope(rope, [dims // heads])
         rope_theta = _resolve_rope_theta(rope, rope_theta, DEFAULT_ROPE_THETA)
         _check_patch_size(patch_size, pretrain_img_size)
         _check_windows(window_size, global_attn_indexes, with_cls_token, depth)
-        outs = _resolve_out_indices(out_indices, depth)
+        outs = _resolve_block_out_indices(out_indices, depth)
         _check_frozen_stages(frozen_stages, depth)
         _check_rate('drop_path_rate', drop_path_rate)
-        if layer_scale_init_value is not None and layer_scale_init_value < 0:
-            raise ValueError(f'layer_scale_init_value={layer_scale_init_value} must be >= 0 (or None)')
+        _check_layer_scale(layer_scale_init_value)
         norm_layer = norm_layer or (lambda c: nn.LayerNorm(c, eps=1e-6))
 
         self.arch = spec
