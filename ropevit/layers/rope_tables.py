@@ -115,6 +115,10 @@ class TableCache:
         """The keys held, least recently used first (the last element is the inference mode)."""
         return list(self._entries)
 
+    def values(self) -> list:
+        """The entries held, least recently used first."""
+        return list(self._entries.values())
+
     def clear(self) -> None:
         self._entries.clear()
 
