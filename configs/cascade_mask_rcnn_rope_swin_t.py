@@ -1,6 +1,10 @@
 # Cascade Mask R-CNN + FPN, RoPE-Mixed Swin-T, COCO 1x.
 _base_ = 'mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['ropevit.mm'], allow_failed_imports=False)
+# ropevit's modules, and its runtime fixes (ropevit.mm.fixes: checkpoint loading on torch >= 2.6,
+# resume past unreadable checkpoints, AMP / DDP on CPUs); docs/RELIABILITY.md
+custom_imports = dict(imports=['ropevit.mm', 'ropevit.mm.fixes'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # crash-safe checkpoints
+custom_hooks = [dict(type='RNGStateHook')]  # exact resume: generator states in checkpoints
 
 pretrained = ''
 model = dict(

@@ -1,6 +1,10 @@
 # DINO (4 scales, 12 epochs) with a RoPE-Mixed Swin-T backbone: the paper's Swin detection setting.
 _base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
-custom_imports = dict(imports=['ropevit.mm'], allow_failed_imports=False)
+# ropevit's modules, and its runtime fixes (ropevit.mm.fixes: checkpoint loading on torch >= 2.6,
+# resume past unreadable checkpoints, AMP / DDP on CPUs); docs/RELIABILITY.md
+custom_imports = dict(imports=['ropevit.mm', 'ropevit.mm.fixes'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # crash-safe checkpoints
+custom_hooks = [dict(type='RNGStateHook')]  # exact resume: generator states in checkpoints
 
 pretrained = ''
 model = dict(

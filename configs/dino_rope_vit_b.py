@@ -2,7 +2,11 @@
 # Window attention (14) with global blocks 2/5/8/11, a simple pyramid at strides 8/16/32/64,
 # layer-wise lr decay 0.7.
 _base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
-custom_imports = dict(imports=['ropevit.mm'], allow_failed_imports=False)
+# ropevit's modules, and its runtime fixes (ropevit.mm.fixes: checkpoint loading on torch >= 2.6,
+# resume past unreadable checkpoints, AMP / DDP on CPUs); docs/RELIABILITY.md
+custom_imports = dict(imports=['ropevit.mm', 'ropevit.mm.fixes'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # crash-safe checkpoints
+custom_hooks = [dict(type='RNGStateHook')]  # exact resume: generator states in checkpoints
 
 pretrained = ''
 model = dict(

@@ -6,7 +6,7 @@ _base_ = [
     '_base_/datasets/ade20k.py', '_base_/default_runtime_seg.py', '_base_/schedules/schedule_160k.py',
 ]
 # mmseg's Mask2FormerHead uses mmdet's pixel decoder, transformer decoder, assigner and losses.
-custom_imports = dict(imports=['ropevit.mm', 'mmdet.models'], allow_failed_imports=False)
+custom_imports = dict(imports=['ropevit.mm', 'ropevit.mm.fixes', 'mmdet.models'], allow_failed_imports=False)
 
 crop_size = (512, 512)
 num_classes = 150
@@ -113,5 +113,5 @@ optim_wrapper = dict(
             'level_embed': no_decay}))
 param_scheduler = [dict(type='PolyLR', eta_min=0, power=0.9, begin=0, end=160000, by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=160000, val_interval=5000)
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=5000, save_best='mIoU'))
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=5000, save_best='mIoU'))
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -5,7 +5,11 @@
 #   --cfg-options model.backbone.init_cfg.checkpoint=/path/to/swin_rope_mixed_tiny_patch4_window7_224.pth
 # Left empty, the backbone trains from scratch (a warning says so).
 _base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
-custom_imports = dict(imports=['ropevit.mm'], allow_failed_imports=False)
+# ropevit's modules, and its runtime fixes (ropevit.mm.fixes: checkpoint loading on torch >= 2.6,
+# resume past unreadable checkpoints, AMP / DDP on CPUs); docs/RELIABILITY.md
+custom_imports = dict(imports=['ropevit.mm', 'ropevit.mm.fixes'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # crash-safe checkpoints
+custom_hooks = [dict(type='RNGStateHook')]  # exact resume: generator states in checkpoints
 
 pretrained = ''
 model = dict(

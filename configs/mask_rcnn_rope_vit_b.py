@@ -8,7 +8,10 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['ropevit.mm'], allow_failed_imports=False)
+# ropevit's modules, and its runtime fixes (ropevit.mm.fixes: checkpoint loading on torch >= 2.6,
+# resume past unreadable checkpoints, AMP / DDP on CPUs); docs/RELIABILITY.md
+custom_imports = dict(imports=['ropevit.mm', 'ropevit.mm.fixes'], allow_failed_imports=False)
+custom_hooks = [dict(type='RNGStateHook')]  # exact resume: generator states in checkpoints
 
 image_size = (1024, 1024)
 pretrained = ''
@@ -77,7 +80,7 @@ train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, 
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-                     checkpoint=dict(type='CheckpointHook', by_epoch=False, save_last=True, interval=interval,
+                     checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, save_last=True, interval=interval,
                                      max_keep_ckpts=5))
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
 auto_scale_lr = dict(enable=False, base_batch_size=64)

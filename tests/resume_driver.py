@@ -11,7 +11,9 @@ or a path such as ``tools/train.py`` (run as ``__main__`` with ARGS as its argv)
 --kill iter:K          SIGKILL right after training iteration K finished (after its checkpoint, if any).
 --kill write:NAME:N    SIGKILL during the N-th write of a file whose name contains NAME, after half of the
                        first chunk is on disk (models a kill while a checkpoint or the pointer is written).
---no-fix               undo ropevit.mm.reliability (plain MMEngine), to show each fix is needed.
+--no-fix               toy only: plain MMEngine checkpointing and resume (CheckpointHook, no RNGStateHook,
+                       MMEngine's find_latest_checkpoint), to show each fix is needed. Checkpoint loading on
+                       torch >= 2.6 and the CPU AMP / DDP fixes stay on (without them nothing resumes here).
 --record FILE          append "iter sample-indices" for every trained iteration (data order); each rank
                        of a distributed run appends its own line.
 --rope-report FILE     append "cos-dtype sin-dtype autocast-on" for every RoPE table the backbones build.
@@ -92,7 +94,8 @@ def report_rope_tables(path: str) -> None:
             f.write(f'{cos.dtype} {sin.dtype} {torch.is_autocast_enabled(coords.device.type)}\n')
         return cos, sin
 
-    for name in ('ropevit.layers.swin_attention', 'ropevit.layers.swin_block', 'ropevit.layers.vit_rope'):
+    for name in ('ropevit.layers.rope_tables', 'ropevit.layers.swin_attention', 'ropevit.layers.swin_block',
+                 'ropevit.layers.vit_rope'):
         mod = importlib.import_module(name)
         if hasattr(mod, 'rope_cos_sin'):
             mod.rope_cos_sin = recording
@@ -197,15 +200,17 @@ def toy_main(argv: list[str]) -> None:
         # 10 samples / batch 2: an epoch ends after iteration 5 (a new shuffled order, a new iterator)
         train_cfg=(dict(by_epoch=True, max_epochs=4, val_interval=1) if args.by_epoch
                    else dict(by_epoch=False, max_iters=args.max_iters, val_interval=3)),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1 if args.by_epoch else 2,
+        default_hooks=dict(checkpoint=dict(type=CHECKPOINT_HOOK, interval=1 if args.by_epoch else 2,
                                            by_epoch=args.by_epoch, max_keep_ckpts=args.max_keep),
                            logger=dict(type='LoggerHook', interval=1)),
-        custom_hooks=EXTRA_HOOKS, resume=args.resume, randomness=dict(seed=0),
+        custom_hooks=RELIABILITY_HOOKS + EXTRA_HOOKS, resume=args.resume, randomness=dict(seed=0),
         default_scope='mmengine', launcher=args.launcher, env_cfg=dict(dist_cfg=dict(backend='nccl')))
     runner.train()
 
 
 EXTRA_HOOKS: list = []
+CHECKPOINT_HOOK = 'AtomicCheckpointHook'  # what ropevit's configs name (docs/RELIABILITY.md)
+RELIABILITY_HOOKS: list = [dict(type='RNGStateHook')]
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser()
@@ -218,9 +223,12 @@ if __name__ == '__main__':
     a = ap.parse_args()
 
     import ropevit.mm  # noqa: F401  (what configs pull in with custom_imports)
-    from ropevit.mm import reliability
+    from ropevit.mm import runtime
     if a.no_fix:
-        reliability.revert()
+        runtime.enable('checkpoint_loading', 'cpu_amp', 'cpu_dist')
+        CHECKPOINT_HOOK, RELIABILITY_HOOKS = 'CheckpointHook', []
+    else:
+        runtime.enable()  # what `'ropevit.mm.fixes'` in custom_imports does
     kill_iter = None
     if a.kill and a.kill.startswith('iter:'):
         kill_iter = int(a.kill.split(':')[1])

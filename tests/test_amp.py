@@ -14,13 +14,26 @@ import math
 import pytest
 import torch
 
+import ropevit.layers.rope_tables as rope_tables
 import ropevit.layers.swin_attention as swin_attention
-import ropevit.mm  # noqa: F401  (cpu_amp: AmpOptimWrapper on CPU-only machines)
 import ropevit.layers.swin_block as swin_block
 import ropevit.layers.vit_rope as vit_rope
+import ropevit.mm  # noqa: F401
 from ropevit.layers.rope import axial_frequencies, grid_coords, init_mixed_frequencies, rope_cos_sin
+from ropevit.mm import runtime
 from ropevit.models.swin import RoPESwin
 from ropevit.models.vit import RoPEViT
+
+@pytest.fixture(autouse=True, scope='module')
+def _cpu_amp_fix():
+    """The runtime fix 'cpu_amp' (AmpOptimWrapper and mmcv's nms / roi_align on CPU-only machines),
+    which ropevit's tools and configs turn on."""
+    was_on = 'cpu_amp' in runtime.active()
+    runtime.enable('cpu_amp')
+    yield
+    if not was_on:
+        runtime.disable('cpu_amp')
+
 
 TINY_SWIN = dict(embed_dims=32, depths=(2, 2), num_heads=(2, 4), window_size=4, out_indices=(0, 1),
                  drop_path_rate=0.0)
@@ -36,7 +49,7 @@ def recorded_tables(monkeypatch):
         seen.append((cos.dtype, sin.dtype, torch.is_autocast_enabled('cpu')))
         return cos, sin
 
-    for mod in (swin_attention, swin_block, vit_rope):
+    for mod in (rope_tables, swin_attention, swin_block, vit_rope):
         if hasattr(mod, 'rope_cos_sin'):
             monkeypatch.setattr(mod, 'rope_cos_sin', recording)
     return seen
@@ -76,7 +89,7 @@ def test_swin_bf16_autocast_keeps_rope_tables_float32(recorded_tables, rope):
         assert all(on for _, _, on in recorded_tables)  # built inside the autocast region
     else:
         for stage in model.stages:  # the table the bf16 forward used
-            table = stage._rope_cache[1]
+            table = stage._rope_cache.values()[-1]  # the most recently used entry
             assert table.cos.dtype == table.sin.dtype == torch.float32
     assert any(o.dtype == torch.bfloat16 for o in outs)  # autocast really ran in bf16
     assert math.isfinite(loss.item())
@@ -155,25 +168,23 @@ def test_amp_optim_wrapper_trains_on_cpu_with_finite_losses():
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the failure being fixed only exists without a GPU')
 def test_plain_mmengine_amp_refuses_cpu_and_fp16_on_cpu_is_a_clear_error():
     from mmengine.optim import AmpOptimWrapper
-    from ropevit.mm import cpu_amp
     opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
     with pytest.raises(ValueError, match="dtype='float16' is not supported.*bfloat16"):
         AmpOptimWrapper(optimizer=opt, dtype='float16')
-    cpu_amp.revert()
+    runtime.disable('cpu_amp')
     try:
         with pytest.raises(AssertionError, match='only available training on gpu'):
             AmpOptimWrapper(optimizer=opt)
     finally:
-        cpu_amp.apply()
+        runtime.enable('cpu_amp')
 
 
 def test_mmcv_ops_without_bf16_cpu_kernels_run_under_cpu_autocast():
     """mmcv's CPU nms/roi_align have no bf16 kernels (plain: "expected scalar type Float but found
-    BFloat16" in the RPN); ropevit.mm.cpu_amp runs them in float32 as autocast does for such ops."""
+    BFloat16" in the RPN); the runtime fix 'cpu_amp' (ropevit.mm.cpu_amp) runs them in float32 as autocast does for such ops."""
     import importlib
 
     from mmcv.ops import RoIAlign, batched_nms
-    from ropevit.mm import cpu_amp
     torch.manual_seed(0)
     xy = torch.rand(50, 2) * 50
     boxes = torch.cat([xy, xy + 5 + torch.rand(50, 2) * 20], 1)
@@ -189,12 +200,12 @@ def test_mmcv_ops_without_bf16_cpu_kernels_run_under_cpu_autocast():
     assert roi.dtype == torch.bfloat16 and (roi.float() - ref_roi).abs().max() < 0.05
     assert dets.dtype == torch.bfloat16 and len(keep) > 0
     assert set(keep.tolist()) <= set(range(50)) and abs(len(keep) - len(ref_keep)) <= 2  # bf16 boxes
-    cpu_amp.revert()
+    runtime.disable('cpu_amp')
     try:
         with torch.autocast('cpu', dtype=torch.bfloat16), pytest.raises(RuntimeError, match='BFloat16'):
             importlib.import_module('mmcv.ops.nms').nms(boxes.bfloat16(), scores.bfloat16(), 0.5)
     finally:
-        cpu_amp.apply()
+        runtime.enable('cpu_amp')
 
 
 def test_demo_detector_trains_with_amp_on_cpu(tmp_path):

@@ -1,4 +1,4 @@
-"""The torch >= 2.6 checkpoint fix (ropevit.mm.compat): mmengine's own checkpoints load with
+"""The torch >= 2.6 checkpoint fix (runtime fix 'checkpoint_loading', ropevit.mm.compat): mmengine's own checkpoints load with
 ``weights_only=True`` kept, mmengine's local-file loader is routed through
 ropevit.checkpoint.io.load_checkpoint_file (refused and broken files say why), and resume works."""
 import json
@@ -12,13 +12,24 @@ import pytest
 import torch
 from torch import nn
 
-import ropevit.mm  # noqa: F401  (applies the fix)
+import ropevit.mm  # noqa: F401
 from mmengine.logging import MessageHub
 from mmengine.runner.checkpoint import _load_checkpoint, save_checkpoint
 
 from ropevit.checkpoint.io import UnsafeCheckpointError, load_checkpoint_file
+from ropevit.mm import runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _checkpoint_loading_fix():
+    """Turned on as ropevit's tools and configs (``'ropevit.mm.fixes'``) do."""
+    was_on = 'checkpoint_loading' in runtime.active()
+    runtime.enable('checkpoint_loading')
+    yield
+    if not was_on:
+        runtime.disable('checkpoint_loading')
 
 
 def _mmengine_style_checkpoint(path):

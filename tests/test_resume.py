@@ -20,7 +20,9 @@ import torch
 
 import ropevit.mm  # noqa: F401
 from ropevit.checkpoint.io import load_checkpoint_file
-from ropevit.mm import reliability
+from ropevit.fileio import atomic_write
+from ropevit.mm import runtime
+from ropevit.mm.latest_checkpoint import find_latest_checkpoint, is_readable_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(ROOT, 'tests', 'resume_driver.py')
@@ -126,7 +128,9 @@ def test_epoch_based_sigkill_then_resume_matches_uninterrupted(tmp_path):
 
 
 def _plain_mmengine_pick(work) -> str | None:
-    return reliability._ORIGINAL['find_latest_checkpoint'](str(work))
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    assert 'latest_checkpoint' not in runtime.active()  # import ropevit.mm alone leaves MMEngine's
+    return mmengine_checkpoint.find_latest_checkpoint(str(work))
 
 
 def test_kill_while_writing_checkpoint_with_max_keep_1(reference, tmp_path):
@@ -139,12 +143,12 @@ def test_kill_while_writing_checkpoint_with_max_keep_1(reference, tmp_path):
     assert r.returncode == -9, r.stderr[-3000:]
     names = sorted(os.listdir(work))
     assert 'iter_4.pth' not in names and 'iter_2.pth' in names, names
-    assert [n for n in names if n.endswith('.ropevit-tmp')], names  # the cut-off write
-    assert reliability.find_latest_checkpoint(str(work)) == str(work / 'iter_2.pth')
+    assert [n for n in names if n.startswith('.iter_4.pth.') and '.ropevit-tmp' in n], names  # the cut-off write
+    assert find_latest_checkpoint(str(work)) == str(work / 'iter_2.pth')
 
     assert run_toy(work, resume=True, max_keep=1).returncode == 0
     assert sorted(n for n in os.listdir(work) if n.endswith('.pth')) == ['iter_8.pth']
-    assert not [n for n in os.listdir(work) if n.endswith('.ropevit-tmp')]
+    assert not [n for n in os.listdir(work) if '.ropevit-tmp' in n]
     assert_same_training_state(str(work / 'iter_8.pth'), str(reference / 'work' / 'iter_8.pth'))
 
 
@@ -155,7 +159,7 @@ def test_kill_while_writing_checkpoint_plain_mmengine_breaks_resume(tmp_path):
     assert run_toy(work, kill='write:iter_4.pth:1', max_keep=1, no_fix=True).returncode == -9
     names = sorted(os.listdir(work))
     assert 'iter_4.pth' in names and 'iter_2.pth' not in names, names
-    assert not reliability.is_readable_checkpoint(str(work / 'iter_4.pth'))
+    assert not is_readable_checkpoint(str(work / 'iter_4.pth'))
     # What --resume would hit on that file: ropevit's loader names it and the likely cause.
     with pytest.raises(RuntimeError) as e:
         load_checkpoint_file(work / 'iter_4.pth')
@@ -165,7 +169,7 @@ def test_kill_while_writing_checkpoint_plain_mmengine_breaks_resume(tmp_path):
     picked = _plain_mmengine_pick(work)
     assert picked == str(work / 'iter_2.pth') and not os.path.exists(picked)
     # ropevit's pick skips both: no readable checkpoint is left, so it says so and starts afresh.
-    assert reliability.find_latest_checkpoint(str(work)) is None
+    assert find_latest_checkpoint(str(work)) is None
 
 
 def test_kill_while_writing_pointer(reference, tmp_path):
@@ -195,22 +199,22 @@ def test_find_latest_checkpoint_falls_back_past_unreadable_files(tmp_path):
     pointer = tmp_path / 'last_checkpoint'
     for text in ('', str(cut), str(tmp_path / 'iter_9.pth')):
         pointer.write_text(text)
-        assert reliability.find_latest_checkpoint(str(tmp_path)) == str(good)
+        assert find_latest_checkpoint(str(tmp_path)) == str(good)
     pointer.write_text(str(good))
-    assert reliability.find_latest_checkpoint(str(tmp_path)) == str(good)
-    assert reliability.is_readable_checkpoint(str(good)) and not reliability.is_readable_checkpoint(str(cut))
+    assert find_latest_checkpoint(str(tmp_path)) == str(good)
+    assert is_readable_checkpoint(str(good)) and not is_readable_checkpoint(str(cut))
 
 
 def test_atomic_write_keeps_old_file_on_error(tmp_path):
     target = tmp_path / 'f.txt'
     target.write_text('old')
     with pytest.raises(ZeroDivisionError):
-        with reliability.atomic_write(target, 'w') as f:
+        with atomic_write(target, 'w') as f:
             f.write('new, half')
             1 / 0
     assert target.read_text() == 'old' and os.listdir(tmp_path) == ['f.txt']
     with pytest.raises(ValueError, match='"w" or "wb"'):
-        with reliability.atomic_write(target, 'a'):
+        with atomic_write(target, 'a'):
             pass
 
 

@@ -65,7 +65,8 @@ def read_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str])
 
 def register_modules(cfg, path: str) -> None:
     """Import what the config needs: its ``custom_imports``, the scope's modules (mmdet / mmseg) and
-    ropevit's (RoPE backbones, compat fixes, StrictLoadHook)."""
+    ropevit's (RoPE backbones, hooks), and turn on ropevit's runtime fixes (:mod:`ropevit.mm.runtime`:
+    checkpoint loading on torch >= 2.6, resume past unreadable checkpoints, AMP and DDP on CPUs)."""
     with config_stage(path, 'importing the modules of'):
         custom = cfg.get('custom_imports')
         if custom:
@@ -76,8 +77,9 @@ def register_modules(cfg, path: str) -> None:
         else:
             from mmseg.utils import register_all_modules
         register_all_modules(init_default_scope=False)
-        import ropevit.mm  # noqa: F401  (RoPE backbones, compat fixes)
-        import ropevit.mm.strict_load  # noqa: F401  (StrictLoadHook)
+        import ropevit.mm  # noqa: F401  (RoPE backbones, StrictLoadHook, AtomicCheckpointHook, RNGStateHook)
+        from ropevit.mm import runtime
+        runtime.enable()
 
 
 def load_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str]):
@@ -183,6 +185,29 @@ def add_strict_load_hook(cfg: Any, *, allow_partial: bool, source: Optional[str]
     cfg.custom_hooks = hooks
 
 
+def _hook_type(hook: Any) -> str:
+    type_ = hook.get('type', '') if isinstance(hook, dict) else ''
+    return (type_ if isinstance(type_, str) else getattr(type_, '__name__', '')).split('.')[-1]
+
+
+def add_reliability_hooks(cfg: Any) -> None:
+    """The hooks behind docs/RELIABILITY.md's checkpoint and resume guarantees, for a config that does
+    not name them: ``AtomicCheckpointHook`` in place of a plain ``CheckpointHook`` (or of MMEngine's
+    default one when ``default_hooks`` has no ``checkpoint``; ``checkpoint=None`` stays off), and
+    ``RNGStateHook`` in ``custom_hooks``. ropevit's configs name both already."""
+    hooks = cfg.get('default_hooks')
+    if hooks is None:
+        cfg.default_hooks = {}
+        hooks = cfg.default_hooks
+    if 'checkpoint' not in hooks:
+        hooks['checkpoint'] = dict(type='AtomicCheckpointHook', interval=1)  # MMEngine's default, atomic
+    elif _hook_type(hooks['checkpoint']) == 'CheckpointHook':
+        hooks['checkpoint']['type'] = 'AtomicCheckpointHook'
+    custom = list(cfg.get('custom_hooks') or [])
+    if not any(_hook_type(h) == 'RNGStateHook' for h in custom):
+        cfg.custom_hooks = custom + [dict(type='RNGStateHook')]
+
+
 def build_runner(cfg, config_path: str = 'the config'):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -254,7 +279,7 @@ def resolve_resume(cfg: Any, resume: Optional[str]) -> Optional[str]:
         check_checkpoint_file(resume)
         cfg.resume, cfg.load_from = True, resume
         return None
-    from ropevit.mm.reliability import find_latest_checkpoint
+    from ropevit.mm.latest_checkpoint import find_latest_checkpoint
     latest = find_latest_checkpoint(work_dir) if osp.isdir(work_dir) else None
     if latest:
         cfg.resume, cfg.load_from = True, latest

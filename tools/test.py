@@ -13,9 +13,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from _common import (OneLineArgumentParser, ToolError, add_common_args, add_strict_load_hook, build_runner,
-                     check_checkpoint_file, check_data_or_exit, check_launcher, check_output_path, read_config,
-                     register_modules, run_explaining_data_errors, run_tool, setup_local_rank)
+from _common import (OneLineArgumentParser, ToolError, add_common_args, add_reliability_hooks, add_strict_load_hook,
+                     build_runner, check_checkpoint_file, check_data_or_exit, check_launcher, check_output_path,
+                     read_config, register_modules, run_explaining_data_errors, run_tool, setup_local_rank)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -87,6 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from ropevit.mm.tta import apply_tta
         cfg = apply_tta(cfg)
     add_strict_load_hook(cfg, allow_partial=args.allow_partial_load)
+    add_reliability_hooks(cfg)   # AtomicCheckpointHook, RNGStateHook (docs/RELIABILITY.md), if the config lacks them
     runner = build_runner(cfg, args.config)
     if args.out:
         runner.test_evaluator.metrics.append(_atomic_dump_results(args.out))

@@ -13,11 +13,10 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from _common import (OneLineArgumentParser, ToolError, add_common_args, add_strict_load_hook, build_runner,
-                     check_checkpoint_file,
-                     check_data_or_exit, check_launcher, check_pretrained_values, log_warning, read_config,
-                     register_modules, resolve_resume, run_explaining_data_errors, run_tool,
-                     setup_local_rank)
+from _common import (OneLineArgumentParser, ToolError, add_common_args, add_reliability_hooks, add_strict_load_hook,
+                     build_runner, check_checkpoint_file, check_data_or_exit, check_launcher,
+                     check_pretrained_values, log_warning, read_config, register_modules, resolve_resume,
+                     run_explaining_data_errors, run_tool, setup_local_rank)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -64,6 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_checkpoint_file(str(cfg.load_from), 'load_from checkpoint')
     register_modules(cfg, args.config)   # torch, mmdet/mmseg, ropevit.mm: only once the input is checked
     add_strict_load_hook(cfg, allow_partial=args.allow_partial_load)
+    add_reliability_hooks(cfg)   # AtomicCheckpointHook, RNGStateHook (docs/RELIABILITY.md), if the config lacks them
     runner = build_runner(cfg, args.config)
     if warning:
         log_warning(warning)

@@ -2,18 +2,19 @@
 
 MMEngine 0.10.7's ``AmpOptimWrapper.__init__`` asserts that CUDA (or an NPU/MLU/MUSA) is available,
 although its ``autocast`` helper supports the CPU with bfloat16. When no accelerator is present (and
-only then) :func:`_cpu_init` builds the wrapper for CPU autocast instead: ``dtype`` must be bfloat16
+only then) :func:`cpu_amp_init` builds the wrapper for CPU autocast instead: ``dtype`` must be bfloat16
 (the only CPU autocast type) and the loss scaler is a disabled ``GradScaler``: bf16 has float32's
 exponent range, so gradients do not underflow and need no scaling. ``optim_context``, ``backward``,
 ``step`` and the state dict stay MMEngine's. On GPU machines nothing changes.
 
 mmcv's CPU kernels have no bfloat16 implementation (``nms`` fails with "expected scalar type Float but
 found BFloat16" inside a Mask R-CNN's RPN under CPU autocast). Autocast itself runs such ops in
-float32; :func:`_float32_under_cpu_autocast` does the same for the mmcv ops a detector calls
+float32; :func:`float32_under_cpu_autocast` does the same for the mmcv ops a detector calls
 (``nms``, ``roi_align``): bf16 CPU inputs are cast to float32 and the results back to bf16, only
 while CPU autocast is on.
 
-Applied on ``import ropevit.mm`` (through :mod:`ropevit.mm.reliability`).
+The replacements behind :mod:`ropevit.mm.runtime`'s ``'cpu_amp'`` fix (nothing here changes
+anything when imported).
 """
 from __future__ import annotations
 
@@ -22,18 +23,27 @@ from typing import Any, Callable, Union
 
 import torch
 
-_ORIGINAL: dict[str, Callable] = {}
-
 
 def _has_accelerator() -> bool:
     from mmengine.device import is_cuda_available, is_mlu_available, is_musa_available, is_npu_available
     return is_cuda_available() or is_npu_available() or is_mlu_available() or is_musa_available()
 
 
-def _cpu_init(self: Any, loss_scale: Union[str, float, dict] = 'dynamic',
-              dtype: Union[str, torch.dtype, None] = None, use_fsdp: bool = False, **kwargs: Any) -> None:
-    if _has_accelerator():
-        return _ORIGINAL['init'](self, loss_scale=loss_scale, dtype=dtype, use_fsdp=use_fsdp, **kwargs)
+def cpu_amp_init(original: Callable) -> Callable:
+    """``AmpOptimWrapper.__init__`` that builds the wrapper for bf16 CPU autocast when no accelerator is
+    present, and is ``original`` otherwise."""
+    @functools.wraps(original)
+    def __init__(self: Any, loss_scale: Union[str, float, dict] = 'dynamic',
+                 dtype: Union[str, torch.dtype, None] = None, use_fsdp: bool = False, **kwargs: Any) -> None:
+        if _has_accelerator():
+            return original(self, loss_scale=loss_scale, dtype=dtype, use_fsdp=use_fsdp, **kwargs)
+        _init_for_cpu(self, loss_scale=loss_scale, dtype=dtype, **kwargs)
+
+    return __init__
+
+
+def _init_for_cpu(self: Any, *, loss_scale: Union[str, float, dict], dtype: Union[str, torch.dtype, None],
+                  **kwargs: Any) -> None:
     if dtype not in (None, 'bfloat16', torch.bfloat16):
         raise ValueError(f'AmpOptimWrapper on the CPU: dtype={dtype!r} is not supported; CPU autocast runs in '
                          f"bfloat16 only (allowed: None or 'bfloat16')")
@@ -46,7 +56,7 @@ def _cpu_init(self: Any, loss_scale: Union[str, float, dict] = 'dynamic',
     self.cast_dtype = torch.bfloat16
 
 
-def _float32_under_cpu_autocast(fn: Callable) -> Callable:
+def float32_under_cpu_autocast(fn: Callable) -> Callable:
     """Run ``fn`` on float32 copies of its bf16 CPU tensor inputs; float32 outputs go back to bf16
     (callers such as mmdet's RoI extractor write them into bf16 buffers)."""
     def is_bf16_cpu(a: Any) -> bool:
@@ -68,40 +78,3 @@ def _float32_under_cpu_autocast(fn: Callable) -> Callable:
         return back(fn(*args, **kwargs))
 
     return wrapper
-
-
-#: (module, function name) of mmcv ops without bfloat16 CPU kernels that detectors call by module global.
-_MMCV_OPS = (('mmcv.ops.nms', 'nms'), ('mmcv.ops.roi_align', 'roi_align'))
-
-
-def apply() -> None:
-    if _ORIGINAL:
-        return
-    import importlib
-
-    from mmengine.optim import AmpOptimWrapper
-    _ORIGINAL['init'] = AmpOptimWrapper.__init__
-    AmpOptimWrapper.__init__ = _cpu_init
-    for mod_name, fn_name in _MMCV_OPS:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError:  # mmcv without compiled ops: nothing to wrap
-            continue
-        _ORIGINAL[f'{mod_name}.{fn_name}'] = getattr(mod, fn_name)
-        setattr(mod, fn_name, _float32_under_cpu_autocast(getattr(mod, fn_name)))
-
-
-def revert() -> None:
-    if not _ORIGINAL:
-        return
-    import importlib
-
-    from mmengine.optim import AmpOptimWrapper
-    AmpOptimWrapper.__init__ = _ORIGINAL.pop('init')
-    for key, fn in list(_ORIGINAL.items()):
-        mod_name, fn_name = key.rsplit('.', 1)
-        setattr(importlib.import_module(mod_name), fn_name, fn)
-    _ORIGINAL.clear()
-
-
-apply()

@@ -15,16 +15,16 @@ warning that says so), and DDP gets ``device_ids=None`` for CPU modules. On a ma
 with GPUs nothing changes. The process group, the samplers, DDP and the hooks stay MMEngine's and
 PyTorch's: this is not a second distributed implementation.
 
-Applied on ``import ropevit.mm`` (through :mod:`ropevit.mm.reliability`); :func:`revert` undoes it.
+The replacements behind :mod:`ropevit.mm.runtime`'s ``'cpu_dist'`` fix (nothing here changes
+anything when imported).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Callable, Iterator
 
 import torch
-
-_ORIGINAL: dict[str, Callable] = {}
 
 
 @contextlib.contextmanager
@@ -47,9 +47,11 @@ def _cpu_backend(backend: str) -> str:
     return 'gloo'
 
 
-def _wrap_launcher(name: str) -> Callable:
+def cpu_launcher(original: Callable) -> Callable:
+    """``mmengine.dist.utils._init_dist_pytorch`` / ``_init_dist_slurm`` for CPU processes when CUDA
+    is not available; ``original`` otherwise."""
+    @functools.wraps(original)
     def init(backend: str, *args: Any, init_backend: str = 'torch', **kwargs: Any) -> None:
-        original = _ORIGINAL[name]
         if torch.cuda.is_available() or init_backend != 'torch':
             return original(backend, *args, init_backend=init_backend, **kwargs)
         with _without_cuda_set_device():
@@ -58,7 +60,8 @@ def _wrap_launcher(name: str) -> Callable:
     return init
 
 
-def _wrap_ddp_init(original: Callable) -> Callable:
+def cpu_ddp_init(original: Callable) -> Callable:
+    """``MMDistributedDataParallel.__init__`` with DDP's rule for CPU modules (``device_ids=None``)."""
     def __init__(self: Any, module: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
         params = list(module.parameters())
         if params and all(p.device.type == 'cpu' for p in params):
@@ -68,30 +71,3 @@ def _wrap_ddp_init(original: Callable) -> Callable:
 
     __init__.__wrapped__ = original  # type: ignore[attr-defined]
     return __init__
-
-
-def apply() -> None:
-    """Install (idempotent)."""
-    if _ORIGINAL:
-        return
-    import mmengine.dist.utils as dist_utils
-    from mmengine.model import MMDistributedDataParallel
-    _ORIGINAL.update(_init_dist_pytorch=dist_utils._init_dist_pytorch, _init_dist_slurm=dist_utils._init_dist_slurm,
-                     ddp_init=MMDistributedDataParallel.__init__)
-    for name in ('_init_dist_pytorch', '_init_dist_slurm'):
-        setattr(dist_utils, name, _wrap_launcher(name))
-    MMDistributedDataParallel.__init__ = _wrap_ddp_init(_ORIGINAL['ddp_init'])
-
-
-def revert() -> None:
-    if not _ORIGINAL:
-        return
-    import mmengine.dist.utils as dist_utils
-    from mmengine.model import MMDistributedDataParallel
-    for name in ('_init_dist_pytorch', '_init_dist_slurm'):
-        setattr(dist_utils, name, _ORIGINAL[name])
-    MMDistributedDataParallel.__init__ = _ORIGINAL['ddp_init']
-    _ORIGINAL.clear()
-
-
-apply()

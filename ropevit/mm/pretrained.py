@@ -19,14 +19,17 @@ MMLogger; the full report (loaded, converted, dropped, new) at INFO.
 """
 from __future__ import annotations
 
-from typing import Callable
+import os.path as osp
+from typing import Any, Callable
 
 from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
 from ropevit.checkpoint.common import (CheckpointMismatchError, ConversionLog, LoadReport, check_checkpoint_rope,
                                        load_state_dict_checked, strip_prefix, unwrap_state_dict)
+from ropevit.checkpoint.io import load_checkpoint_file
 
 PRETRAINED_KEYS: tuple[str, ...] = ('type', 'checkpoint', 'prefix', 'map_location', 'allow_missing',
                                     'allow_unexpected', 'strict', 'checkpoint_rope', 'axial_rope_theta')
@@ -53,7 +56,7 @@ def load_pretrained(module: nn.Module, cfg: dict, *, convert: Callable, expected
         raise ValueError(f'init_cfg axial_rope_theta={theta!r}; allowed: a number > 0 (or None)')
     logger = MMLogger.get_current_instance()
     path = cfg['checkpoint']
-    ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu', logger=logger)
+    ckpt = _read(path, logger)
     if cfg.get('prefix'):
         prefix = cfg['prefix'] if cfg['prefix'].endswith('.') else cfg['prefix'] + '.'
         ckpt = strip_prefix(unwrap_state_dict(ckpt), prefix)
@@ -69,3 +72,38 @@ def load_pretrained(module: nn.Module, cfg: dict, *, convert: Callable, expected
         if str(path) in str(e):
             raise
         raise CheckpointMismatchError(f'{path}: {e}') from None
+
+
+def _read(path: str, logger: MMLogger) -> Any:
+    """A local file through :func:`ropevit.checkpoint.io.load_checkpoint_file` (``weights_only=True``
+    with mmengine's checkpoint types allowed; a refused or broken file says why), whether or not
+    :mod:`ropevit.mm.runtime` is on; URLs and other schemes through mmengine's ``CheckpointLoader``."""
+    if '://' in str(path):
+        return CheckpointLoader.load_checkpoint(path, map_location='cpu', logger=logger)
+    return load_checkpoint_file(osp.expanduser(str(path)), map_location='cpu')
+
+
+def init_backbone_weights(backbone: BaseModule, *, convert: Callable, expected_new: dict[str, str]) -> None:
+    """``init_weights`` of the mm backbones (RoPEViT, RoPESwin): from scratch
+    (``init_scratch_weights``) when ``init_cfg`` is None, or a ``Pretrained`` one has no checkpoint
+    set (with a warning: configs leave the path empty for the user); otherwise loaded by
+    :func:`load_pretrained`, whose report is kept as ``backbone.load_report``; any other
+    ``init_cfg`` is mmengine's."""
+    cfg = backbone.init_cfg
+    name = type(backbone).__name__
+    if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained' and not cfg.get('checkpoint'):
+        MMLogger.get_current_instance().warning(
+            f'{name}: init_cfg Pretrained has no checkpoint set, so the backbone is trained FROM SCRATCH. '
+            'Set model.backbone.init_cfg.checkpoint=PATH (see README, "Weights") to start from '
+            'ImageNet weights.')
+        cfg = None
+    if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+        backbone.init_scratch_weights()   # what the checkpoint lacks (e.g. Swin's norm<i>) or an allowed
+        #                                   partial load leaves out starts as from scratch
+        backbone.load_report = load_pretrained(backbone, cfg, convert=convert, expected_new=expected_new)
+        backbone._is_init = True
+    elif cfg is None:
+        backbone.init_scratch_weights()
+        backbone._is_init = True
+    else:
+        BaseModule.init_weights(backbone)

@@ -10,14 +10,13 @@ import warnings
 from typing import Any, Optional, Sequence, Union
 
 from mmcv.cnn import build_activation_layer, build_norm_layer
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 
 from ropevit.checkpoint.swin import EXPECTED_NEW_KEYS, convert_swin_state_dict
 from ropevit.models import swin as core
 
-from .pretrained import load_pretrained
+from .pretrained import init_backbone_weights
 
 
 def check_mm_swin_keywords(*, init_cfg: Any, pretrained: Any, norm_cfg: Any, act_cfg: Any, strides: Any,
@@ -103,21 +102,4 @@ class RoPESwin(core.RoPESwin, BaseModule):
         tensor the checkpoint lacks (beyond the output norms ``norm<i>``) or the model cannot
         use is an error naming it unless allowed; an axial checkpoint into a RoPE-Mixed model
         gets exactly the axial frequencies. The report is kept as ``self.load_report``."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained' and not cfg.get('checkpoint'):
-            # Configs leave the path empty for the user to set; say loudly that nothing was loaded.
-            MMLogger.get_current_instance().warning(
-                'RoPESwin: init_cfg Pretrained has no checkpoint set, so the backbone is trained FROM SCRATCH. '
-                'Set model.backbone.init_cfg.checkpoint=PATH (see README, "Weights") to start from '
-                'ImageNet weights.')
-            cfg = None
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            self.init_scratch_weights()   # whatever the checkpoint lacks (e.g. norm<i>) starts as from scratch
-            self.load_report = load_pretrained(self, cfg, convert=convert_swin_state_dict,
-                                               expected_new=EXPECTED_NEW_KEYS)
-            self._is_init = True
-        elif cfg is None:
-            self.init_scratch_weights()
-            self._is_init = True
-        else:
-            BaseModule.init_weights(self)
+        init_backbone_weights(self, convert=convert_swin_state_dict, expected_new=EXPECTED_NEW_KEYS)

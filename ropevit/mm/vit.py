@@ -11,7 +11,6 @@ import warnings
 from typing import Optional, Sequence, Union
 
 from mmcv.cnn import build_activation_layer, build_norm_layer
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import LayerNorm2d
@@ -20,7 +19,7 @@ from ropevit.checkpoint.vit import EXPECTED_NEW_KEYS, convert_vit_state_dict
 from ropevit.models import vit as core
 from ropevit.necks import simple_fpn as core_fpn
 
-from .pretrained import load_pretrained
+from .pretrained import init_backbone_weights
 
 
 def _act_factory(act_cfg: Optional[dict]):
@@ -67,24 +66,7 @@ class RoPEViT(core.RoPEViT, BaseModule):
         lacks or the model cannot use is an error naming it unless allowed; an axial
         checkpoint into a RoPE-Mixed model gets exactly the axial frequencies. The report is
         kept as ``self.load_report``."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained' and not cfg.get('checkpoint'):
-            # Configs leave the path empty for the user to set; say loudly that nothing was loaded.
-            MMLogger.get_current_instance().warning(
-                'RoPEViT: init_cfg Pretrained has no checkpoint set, so the backbone is trained FROM SCRATCH. '
-                'Set model.backbone.init_cfg.checkpoint=PATH (see README, "Weights") to start from '
-                'ImageNet weights.')
-            cfg = None
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            self.init_scratch_weights()   # what an allowed partial load leaves out starts as from scratch
-            self.load_report = load_pretrained(self, cfg, convert=convert_vit_state_dict,
-                                               expected_new=EXPECTED_NEW_KEYS)
-            self._is_init = True
-        elif cfg is None:
-            self.init_scratch_weights()
-            self._is_init = True
-        else:
-            BaseModule.init_weights(self)
+        init_backbone_weights(self, convert=convert_vit_state_dict, expected_new=EXPECTED_NEW_KEYS)
 
 
 @MODELS.register_module()

@@ -2,7 +2,10 @@
 # ADE20k-layout set (make_data.py), trained at ONE fixed resolution (64x64), tested at 64x64.
 # The four study configs change only the position encoding (backbone rope / use_ape).
 default_scope = 'mmseg'
-custom_imports = dict(imports=['ropevit.mm'], allow_failed_imports=False)
+# ropevit's modules, and its runtime fixes (ropevit.mm.fixes: checkpoint loading on torch >= 2.6,
+# resume past unreadable checkpoints, AMP / DDP on CPUs); docs/RELIABILITY.md
+custom_imports = dict(imports=['ropevit.mm', 'ropevit.mm.fixes'], allow_failed_imports=False)
+custom_hooks = [dict(type='RNGStateHook')]  # exact resume: generator states in checkpoints
 
 crop_size = (64, 64)
 norm_cfg = dict(type='BN', requires_grad=True)
@@ -76,7 +79,7 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1),
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
