@@ -20,23 +20,17 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 sys.path.insert(0, ROOT)
 
-from _common import build_runner, load_config, run_tool  # noqa: E402
+from _common import run_tool  # noqa: E402
+from _demo import demo_parser, make_data, train_and_test  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_rope_swin_demo.py')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from mmengine.config import DictAction
-    p = argparse.ArgumentParser(description='Train + evaluate the RoPE-Swin Mask R-CNN demo on generated data')
-    p.add_argument('--config', default=DEFAULT_CONFIG)
-    p.add_argument('--data-root', default='data/synthetic_coco', help='generated on first use')
-    p.add_argument('--work-dir', default='work_dirs/demo')
-    p.add_argument('--seed', type=int, default=0, help='seed of the data set and of training')
-    p.add_argument('--num-train', type=int, default=240)
-    p.add_argument('--num-val', type=int, default=48)
-    p.add_argument('--num-draw', type=int, default=8, help='validation images drawn into predictions.png')
+    p = demo_parser('Train + evaluate the RoPE-Swin Mask R-CNN demo on generated data', config=DEFAULT_CONFIG,
+                    data_root='data/synthetic_coco', work_dir='work_dirs/demo', num_train=240, num_val=48,
+                    num_draw=8)
     p.add_argument('--checkpoint', help='skip training: evaluate and draw this trained demo checkpoint')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
     return p.parse_args(argv)
 
 
@@ -85,24 +79,17 @@ def draw_predictions(runner, cfg, data_root: str, out_png: str, num: int) -> Non
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    start = time.time()
     from ropevit.data.synthetic_coco import make_synthetic_coco
-    make_synthetic_coco(args.data_root, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
-    print(f'[demo] data: {args.data_root} ({args.num_train} train / {args.num_val} val images, '
-          f'{time.time() - start:.0f} s)', flush=True)
+    start = make_data(args, make_synthetic_coco, tag='demo')
 
-    cfg = load_config(args.config, args.cfg_options, args.work_dir)
-    redirect_data(cfg, args.data_root)
-    cfg.randomness = dict(seed=args.seed)
-    cfg.train_cfg.val_interval = cfg.train_cfg.max_epochs + 1  # evaluated once below, not twice
-    if args.checkpoint:
-        cfg.load_from = args.checkpoint
-    runner = build_runner(cfg)
-    t0 = time.time()
-    if not args.checkpoint:
-        runner.train()
-    train_s = time.time() - t0
-    metrics = runner.test()  # CocoMetric (pycocotools) on the validation split: bbox and segm
+    def adapt(cfg) -> None:
+        redirect_data(cfg, args.data_root)
+        cfg.train_cfg.val_interval = cfg.train_cfg.max_epochs + 1  # evaluated once below, not twice
+        if args.checkpoint:
+            cfg.load_from = args.checkpoint
+
+    # CocoMetric (pycocotools) on the validation split: bbox and segm
+    runner, metrics, train_s = train_and_test(args, adapt, train=not args.checkpoint)
     total_s = time.time() - start
 
     print('[demo] ---------------------------------------------')
@@ -112,7 +99,7 @@ def main(argv=None) -> dict:
           f"AP75 {metrics['coco/segm_mAP_75']:.3f}")
     print(f'[demo] training {train_s / 60:.1f} min, total {total_s / 60:.1f} min', flush=True)
     out_png = osp.join(args.work_dir, 'predictions.png')
-    draw_predictions(runner, cfg, args.data_root, out_png, args.num_draw)
+    draw_predictions(runner, runner.cfg, args.data_root, out_png, args.num_draw)
     print(f'[demo] predictions on {args.num_draw} validation images: {out_png}')
     return metrics
 

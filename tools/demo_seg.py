@@ -22,25 +22,19 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 sys.path.insert(0, ROOT)
 
-from _common import build_runner, load_config, run_tool  # noqa: E402
+from _common import run_tool  # noqa: E402
+from _demo import demo_parser, make_data, train_and_test  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'demo', 'upernet_rope_swin_demo_seg.py')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    from mmengine.config import DictAction
-    p = argparse.ArgumentParser(description='Train + evaluate the RoPE-Swin UperNet demo on generated ADE-format data')
-    p.add_argument('--config', default=DEFAULT_CONFIG)
-    p.add_argument('--data-root', default='data/synthetic_ade', help='generated on first use')
-    p.add_argument('--work-dir', default='work_dirs/demo_seg')
-    p.add_argument('--seed', type=int, default=0, help='seed of the data set and of training')
-    p.add_argument('--num-train', type=int, default=200)
-    p.add_argument('--num-val', type=int, default=40)
-    p.add_argument('--num-draw', type=int, default=6, help='validation images drawn into predictions.png')
+    p = demo_parser('Train + evaluate the RoPE-Swin UperNet demo on generated ADE-format data',
+                    config=DEFAULT_CONFIG, data_root='data/synthetic_ade', work_dir='work_dirs/demo_seg',
+                    num_train=200, num_val=40, num_draw=6)
     p.add_argument('--threads', type=int, default=1,
                    help='torch CPU threads (default 1: this tiny model gains little from more, and on a shared '
                         'machine 2 threads measured ~5x slower per iteration than 1)')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
     return p.parse_args(argv)
 
 
@@ -100,23 +94,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
-    start = time.time()
     from ropevit.data.synthetic_ade import make_synthetic_ade
-    make_synthetic_ade(args.data_root, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
-    print(f'[demo-seg] data: {args.data_root} ({args.num_train} train / {args.num_val} val images, ADE20k layout, '
-          f'{time.time() - start:.0f} s)', flush=True)
+    start = make_data(args, make_synthetic_ade, tag='demo-seg', layout='ADE20k layout, ')
 
-    cfg = load_config(args.config, args.cfg_options, args.work_dir)
-    redirect_data(cfg, args.data_root)
-    cfg.randomness = dict(seed=args.seed)
-    max_iters = cfg.train_cfg.get('max_iters')
-    print(f'[demo-seg] training {max_iters} iterations; mmengine prints loss and eta every '
-          f'{cfg.default_hooks.logger.interval} iterations', flush=True)
-    runner = build_runner(cfg)
-    t0 = time.time()
-    runner.train()            # validates once at the end (val_interval = max_iters)
-    train_s = time.time() - t0
-    metrics = runner.test()   # IoUMetric on the validation split
+    def adapt(cfg) -> None:
+        redirect_data(cfg, args.data_root)
+        print(f"[demo-seg] training {cfg.train_cfg.get('max_iters')} iterations; mmengine prints loss and eta "
+              f'every {cfg.default_hooks.logger.interval} iterations', flush=True)
+
+    # validates once at the end of training (val_interval = max_iters); IoUMetric on the validation split
+    runner, metrics, train_s = train_and_test(args, adapt)
     out_png = write_predictions(runner, args.work_dir, args.num_draw)
     total_s = time.time() - start
     miou = metrics['mIoU'] / 100.0                                   # IoUMetric reports percentages

@@ -72,6 +72,8 @@ STEP="install requirements.txt"
 log "$STEP"
 "${PIP[@]}" install -q -r requirements.txt
 
+# requirements.txt pins the core, [mm], [mim] and [tests]: the same as `pip install -e .[mm,mim,tests]`
+# with the tested versions, so ropevit itself goes in without resolving its dependencies again.
 STEP="install ropevit (editable)"
 if [ -f pyproject.toml ]; then
   "${PIP[@]}" install -q --no-deps --no-build-isolation -e .

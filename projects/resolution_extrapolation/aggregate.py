@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import os.path as osp
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -51,26 +52,37 @@ def to_markdown(metric: str, scales: list[float], columns: list[str], values: np
     return '\n'.join(rows) + '\n'
 
 
-def plot(metric: str, scales: list[float], columns: list[str], values: np.ndarray, path: str, title: str) -> None:
+def plot_vs_scale(path: str, scales: Sequence[float], lines: dict[str, Sequence[float]], *, ylabel: str,
+                  title: str, xlabel: str = 'test scale (× training resolution)',
+                  bands: Optional[dict[str, tuple[Sequence[float], Sequence[float]]]] = None,
+                  title_size: Optional[float] = None) -> None:
+    """One line per model (``lines[name]`` against ``scales``), an optional shaded ``(low, high)``
+    band per line, a dashed mark at 1x; written atomically to ``path`` (also used by sweep.py)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for i, c in enumerate(columns):
-        mean = values[:, i].mean(0)
-        line, = ax.plot(scales, mean, marker='o', label=c)
-        if len(values) > 1:
-            ax.fill_between(scales, values[:, i].min(0), values[:, i].max(0), color=line.get_color(), alpha=0.15)
+    for name, ys in lines.items():
+        line, = ax.plot(scales, ys, marker='o', label=name)
+        if bands and name in bands:
+            ax.fill_between(scales, *bands[name], color=line.get_color(), alpha=0.15)
     ax.axvline(1.0, color='grey', linestyle='--', linewidth=0.8)
-    ax.set_xlabel('test scale (× training resolution)')
-    ax.set_ylabel(f'{metric} (mean; band = min..max over {len(values)} seeds)')
-    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, **({} if title_size is None else {'fontsize': title_size}))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_target(path) as tmp:
         fig.savefig(tmp)
     plt.close(fig)
+
+
+def plot(metric: str, scales: list[float], columns: list[str], values: np.ndarray, path: str, title: str) -> None:
+    """Mean over seeds per model, with the min..max band when there are several seeds."""
+    bands = {c: (values[:, i].min(0), values[:, i].max(0)) for i, c in enumerate(columns)} if len(values) > 1 else None
+    plot_vs_scale(path, scales, {c: values[:, i].mean(0) for i, c in enumerate(columns)}, bands=bands,
+                  ylabel=f'{metric} (mean; band = min..max over {len(values)} seeds)', title=title, title_size=10)
 
 
 def main() -> None:

@@ -33,13 +33,18 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from mmengine.config import Config, ConfigDict
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner, TestLoop
 
 from ropevit.checkpoint.common import CheckpointMismatchError
-from ropevit.fileio import atomic_target, atomic_write
+from ropevit.checkpoint.swin import resize_bias_table
+from ropevit.fileio import atomic_write
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:        # aggregate.py beside this file (also when loaded by path, as the tests do)
+    sys.path.insert(0, HERE)
+from aggregate import plot_vs_scale  # noqa: E402
 
 Task = Literal['seg', 'det']
 TASK_OF_SCOPE: dict[str, Task] = {'mmseg': 'seg', 'mmdet': 'det'}
@@ -196,14 +201,6 @@ def prepare_config(config: str | Config, *, work_dir: str, window_size: Optional
 
 # ----------------------------------------------------------------------------- checkpoint
 
-def _resize_bias_table(table: torch.Tensor, rows: int) -> torch.Tensor:
-    """Bicubic resize of a ``[(2w-1)^2, nh]`` relative position bias table to ``rows`` rows."""
-    src, dst = math.isqrt(table.shape[0]), math.isqrt(rows)
-    grid = table.float().t().reshape(1, -1, src, src)                   # [1, nh, 2w-1, 2w-1]
-    grid = F.interpolate(grid, size=(dst, dst), mode='bicubic', align_corners=False)
-    return grid.reshape(-1, rows).t().contiguous().to(table.dtype)      # [(2w'-1)^2, nh]
-
-
 def load_trained_checkpoint(model: torch.nn.Module, path: str, *, config: str = '',
                             window_changed: bool = False) -> None:
     """Load a checkpoint trained with this config strictly: every key and shape must match.
@@ -223,7 +220,7 @@ def load_trained_checkpoint(model: torch.nn.Module, path: str, *, config: str = 
         for k in list(state):
             if k in own and own[k].shape != state[k].shape:
                 if k.endswith(_BIAS_TABLE):
-                    state[k] = _resize_bias_table(state[k], own[k].shape[0])
+                    state[k] = resize_bias_table(state[k], own[k].shape[0])
                 elif k.endswith(_BIAS_INDEX):
                     state[k] = own[k]
     missing = sorted(set(own) - set(state))
@@ -315,22 +312,8 @@ def sweep(specs: Sequence[ModelSpec], scales: Sequence[float], *, work_dir: str,
 
 
 def plot(result: SweepResult, path: str, *, title: str = 'Resolution extrapolation') -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for c in result.columns:
-        ax.plot(result.scales, result.values[c], marker='o', label=c)
-    ax.axvline(1.0, color='grey', linestyle='--', linewidth=0.8)
-    ax.set_xlabel('test scale (× training/test resolution)')
-    ax.set_ylabel(result.metric)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_target(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    plot_vs_scale(path, result.scales, {c: result.values[c] for c in result.columns}, ylabel=result.metric,
+                  title=title, xlabel='test scale (× training/test resolution)')
 
 
 def write_outputs(result: SweepResult, out_dir: str, *, title: str = 'Resolution extrapolation') -> dict[str, str]:
