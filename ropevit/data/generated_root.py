@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 MARKER_NAME = '.ropevit_generated.json'
 
@@ -47,6 +47,24 @@ def write_marker(root: str | os.PathLike, *, generator: str, params: Mapping[str
     tmp.write_text(json.dumps(dict(generator=generator, params=_normalise(params), complete=complete),
                               sort_keys=True))
     os.replace(tmp, path)
+
+
+def generator_params(*, num_train: int, num_val: int, image_size: Sequence[int], seed: int,
+                     max_objects: int) -> dict:
+    """The checked parameters of a synthetic set, as the marker records them.
+
+    Raises:
+        ValueError: naming the value, when ``image_size`` is not ``(H, W)`` with both sides >= 16, a split is
+            empty, or ``max_objects < 1``.
+    """
+    if len(image_size) != 2 or min(int(v) for v in image_size) < 16:
+        raise ValueError(f'image_size={tuple(image_size)}: expected (H, W) with both sides >= 16')
+    if num_train < 1 or num_val < 1:
+        raise ValueError(f'num_train={num_train}, num_val={num_val}: both must be >= 1')
+    if max_objects < 1:
+        raise ValueError(f'max_objects={max_objects}: must be >= 1')
+    return dict(num_train=int(num_train), num_val=int(num_val), image_size=[int(v) for v in image_size],
+                seed=int(seed), max_objects=int(max_objects))
 
 
 def prepare_root(root: str | os.PathLike, *, generator: str, params: Mapping[str, Any], owned: OwnedFiles,
@@ -82,3 +100,27 @@ def prepare_root(root: str | os.PathLike, *, generator: str, params: Mapping[str
     root.mkdir(parents=True, exist_ok=True)
     write_marker(root, generator=generator, params=want, complete=False)
     return False
+
+
+def generator_main(make: Callable[..., Path], *, description: str, default_root: str, num_train: int,
+                   num_val: int, size: Sequence[int], what: str, argv: Optional[Sequence[str]] = None) -> None:
+    """The command line of a generator: ``[root] --num-train --num-val --size H W --seed --overwrite``.
+
+    ``make(root, num_train=, num_val=, image_size=, seed=, overwrite=)`` writes the set; a refused folder or a
+    bad value is one argparse error line (exit 2)."""
+    import argparse
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('root', nargs='?', default=default_root)
+    parser.add_argument('--num-train', type=int, default=num_train)
+    parser.add_argument('--num-val', type=int, default=num_val)
+    parser.add_argument('--size', type=int, nargs=2, default=tuple(size), metavar=('H', 'W'))
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--overwrite', action='store_true',
+                        help='write into a folder this generator did not make, or regenerate the same set')
+    a = parser.parse_args(argv)
+    try:
+        root = make(a.root, num_train=a.num_train, num_val=a.num_val, image_size=a.size, seed=a.seed,
+                    overwrite=a.overwrite)
+    except (FileExistsError, ValueError) as e:
+        parser.error(str(e))
+    print(f'{what} at {root}')

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .generated_root import MARKER_NAME, prepare_root, write_marker
+from .generated_root import MARKER_NAME, generator_main, generator_params, prepare_root, write_marker
 
 #: Names of the ADE labels this generator uses (ADE label = index + 1); the rest of ADE's 150 never occur.
 CLASSES: tuple[str, ...] = ('wall', 'floor', 'disc', 'box', 'triangle', 'bar', 'ring', 'cross')
@@ -114,25 +114,17 @@ def owned_files(params: Mapping[str, Any]) -> list[str]:
 def make_synthetic_ade(root: str | os.PathLike, *, num_train: int = 200, num_val: int = 40,
                        image_size: Sequence[int] = (96, 128), seed: int = 0, max_objects: int = 5,
                        overwrite: bool = False) -> Path:
-    """Write the set under ``root``; returns ``root``.
-
-    ``root/.ropevit_generated.json`` records the parameters (see :mod:`ropevit.data.generated_root`): a
-    complete set made with the same parameters is reused; one made with other parameters (or left incomplete)
-    is replaced, removing only the files this generator wrote; a non-empty folder without the marker is
-    refused (``FileExistsError``) unless ``overwrite``.
+    """Write the set under ``root``; returns ``root``. Reuse, regeneration and refusal of an existing folder
+    follow its marker (:mod:`ropevit.data.generated_root`).
 
     Args:
         image_size: ``(H, W)`` of every image.
         seed: the training split uses ``seed``, the validation split ``seed + 1``.
     """
-    h, w = (int(v) for v in image_size)
-    if min(h, w) < 16:
-        raise ValueError(f'image_size={tuple(image_size)}: both sides must be >= 16')
-    if num_train < 1 or num_val < 1:
-        raise ValueError(f'num_train={num_train}, num_val={num_val}: both must be >= 1')
+    params = generator_params(num_train=num_train, num_val=num_val, image_size=image_size, seed=seed,
+                              max_objects=max_objects)
+    h, w = params['image_size']
     root = Path(root)
-    params = dict(num_train=int(num_train), num_val=int(num_val), image_size=[h, w], seed=int(seed),
-                  max_objects=int(max_objects))
     _adopt_legacy_marker(root)
     if prepare_root(root, generator=GENERATOR, params=params, owned=owned_files, overwrite=overwrite):
         return root
@@ -159,21 +151,8 @@ def _adopt_legacy_marker(root: Path) -> None:
 
 
 def main() -> None:
-    import argparse
-    parser = argparse.ArgumentParser(description='Write a synthetic semantic segmentation set in the ADE20k layout.')
-    parser.add_argument('root', nargs='?', default='data/synthetic_ade')
-    parser.add_argument('--num-train', type=int, default=200)
-    parser.add_argument('--num-val', type=int, default=40)
-    parser.add_argument('--size', type=int, nargs=2, default=(96, 128), metavar=('H', 'W'))
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--overwrite', action='store_true')
-    a = parser.parse_args()
-    try:
-        root = make_synthetic_ade(a.root, num_train=a.num_train, num_val=a.num_val, image_size=a.size,
-                                  seed=a.seed, overwrite=a.overwrite)
-    except (FileExistsError, ValueError) as e:
-        parser.error(str(e))
-    print(f'synthetic ADE20k-layout set at {root}')
+    generator_main(make_synthetic_ade, description='Write a synthetic semantic segmentation set in the ADE20k layout.',
+                   default_root='data/synthetic_ade', num_train=200, num_val=40, size=(96, 128), what='synthetic ADE20k-layout set')
 
 
 if __name__ == '__main__':

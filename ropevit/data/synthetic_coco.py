@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .generated_root import prepare_root, write_marker
+from .generated_root import generator_main, generator_params, prepare_root, write_marker
 
 CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle')
 # Base hue of each class in RGB; every instance jitters it, so colour helps but does not decide.
@@ -123,28 +123,18 @@ def owned_files(params: Mapping[str, Any]) -> list[str]:
 def make_synthetic_coco(root: str | os.PathLike, *, num_train: int = 240, num_val: int = 48,
                         image_size: Sequence[int] = (128, 128), seed: int = 0, max_objects: int = 4,
                         overwrite: bool = False) -> Path:
-    """Write the set under ``root``; returns ``root`` as a Path.
-
-    ``root/.ropevit_generated.json`` records the parameters (see :mod:`ropevit.data.generated_root`): a
-    complete set made with the same parameters is reused; one made with other parameters (or left incomplete)
-    is replaced, removing only the files this generator wrote; a non-empty folder without the marker is
-    refused (``FileExistsError``) unless ``overwrite``.
+    """Write the set under ``root``; returns ``root`` as a Path. Reuse, regeneration and refusal of an
+    existing folder follow its marker (:mod:`ropevit.data.generated_root`).
 
     Args:
         image_size: ``(H, W)`` of every image, both >= 16.
         seed: the training split uses ``seed``, the validation split ``seed + 1``.
         max_objects: each image gets 1..``max_objects`` shapes (>= 1).
     """
-    if len(image_size) != 2 or min(int(v) for v in image_size) < 16:
-        raise ValueError(f'image_size={tuple(image_size)}: expected (H, W) with both sides >= 16')
-    h, w = (int(v) for v in image_size)
-    if num_train < 1 or num_val < 1:
-        raise ValueError(f'num_train={num_train}, num_val={num_val}: both must be >= 1')
-    if max_objects < 1:
-        raise ValueError(f'max_objects={max_objects}: must be >= 1')
+    params = generator_params(num_train=num_train, num_val=num_val, image_size=image_size, seed=seed,
+                              max_objects=max_objects)
+    h, w = params['image_size']
     root = Path(root)
-    params = dict(num_train=int(num_train), num_val=int(num_val), image_size=[h, w], seed=int(seed),
-                  max_objects=int(max_objects))
     if prepare_root(root, generator=GENERATOR, params=params, owned=owned_files, overwrite=overwrite):
         return root
     _make_split(root, 'train', num_train, (h, w), seed, max_objects)
@@ -154,22 +144,8 @@ def make_synthetic_coco(root: str | os.PathLike, *, num_train: int = 240, num_va
 
 
 def main() -> None:
-    import argparse
-    parser = argparse.ArgumentParser(description='Write a synthetic COCO-format instance segmentation set.')
-    parser.add_argument('root', nargs='?', default='data/synthetic_coco')
-    parser.add_argument('--num-train', type=int, default=240)
-    parser.add_argument('--num-val', type=int, default=48)
-    parser.add_argument('--size', type=int, nargs=2, default=(128, 128), metavar=('H', 'W'))
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--overwrite', action='store_true',
-                        help='write into a folder this generator did not make, or regenerate the same set')
-    a = parser.parse_args()
-    try:
-        root = make_synthetic_coco(a.root, num_train=a.num_train, num_val=a.num_val, image_size=a.size,
-                                   seed=a.seed, overwrite=a.overwrite)
-    except (FileExistsError, ValueError) as e:
-        parser.error(str(e))
-    print(f'synthetic COCO set at {root}')
+    generator_main(make_synthetic_coco, description='Write a synthetic COCO-format instance segmentation set.',
+                   default_root='data/synthetic_coco', num_train=240, num_val=48, size=(128, 128), what='synthetic COCO set')
 
 
 if __name__ == '__main__':
