@@ -98,8 +98,13 @@ def test_built_wheel_installs_and_declares_dependencies(tmp_path):
     assert {'ropevit/__init__.py', 'ropevit/mm/__init__.py', 'ropevit/mm/tta.py'} <= names
     assert not any(n.startswith(('tests/', 'tools/', 'configs/')) for n in names)
     requires = meta.get_all('Requires-Dist')
-    hard = {r.split(';')[0].split('<')[0].split('>')[0].split('=')[0].strip() for r in requires if 'extra ==' not in r}
-    assert {'torch', 'timm', 'mmengine', 'mmdet', 'mmsegmentation'} <= hard
+    def name(r: str) -> str:
+        return r.split(';')[0].split('<')[0].split('>')[0].split('=')[0].strip()
+
+    hard = {name(r) for r in requires if 'extra ==' not in r}
+    mm_extra = {name(r) for r in requires if 'extra == "mm"' in r}
+    assert {'torch', 'timm'} <= hard   # the core is plain PyTorch; ropevit.mm needs the [mm] extra
+    assert {'mmengine', 'mmdet', 'mmsegmentation'} <= mm_extra
     # mmcv must never be built by pip: only the `mim` extra names it
     assert 'mmcv' not in hard
     assert any(r.startswith('mmcv') and 'extra == "mim"' in r for r in requires)
@@ -141,7 +146,7 @@ for path in sys.argv[1:]:
     results[path] = dict(
         imported_by_config=imported, scope=cfg.default_scope, model=type(model).__name__,
         backbone=type(model.backbone).__module__ + '.' + type(model.backbone).__name__,
-        rope=model.backbone.rope, params=sum(p.numel() for p in model.backbone.parameters()),
+        rope=model.backbone.rope_type, params=sum(p.numel() for p in model.backbone.parameters()),
         shapes=[list(f.shape) for f in feats])
 print(json.dumps(results))
 '''
