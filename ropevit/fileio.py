@@ -4,8 +4,8 @@ Plain Python (no torch, no mmengine): the command-line tools write every output 
 :func:`atomic_write`, a temporary sibling that is ``fsync``-ed and renamed onto the final name
 (``os.replace``, atomic on POSIX and Windows within one file system). A killed tool leaves either
 the old file or the complete new one, plus at most a hidden ``.<name>.<pid>.ropevit-tmp`` that the
-next write of that name removes. (``ropevit.mm.reliability`` does the same for MMEngine's
-checkpoints.)
+next write of that name removes. (:class:`ropevit.mm.checkpoint_hook.AtomicCheckpointHook`, through
+:mod:`ropevit.mm.atomic_save`, does the same for MMEngine's checkpoints.)
 """
 from __future__ import annotations
 

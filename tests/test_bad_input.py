@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-import ropevit.mm  # noqa: F401  (registers the backbones, routes mmengine's loader through the safe one)
+import ropevit.mm  # noqa: F401  (registers the backbones)
 from mmengine.registry import MODELS
 from mmengine.runner.checkpoint import _load_checkpoint
 
@@ -17,6 +17,7 @@ from ropevit.checkpoint.common import CheckpointMismatchError
 from ropevit.checkpoint.io import UnsafeCheckpointError, load_checkpoint_file
 from ropevit.models.swin import RoPESwin
 from ropevit.models.vit import RoPEViT
+from ropevit.mm import runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_VIT = dict(arch=dict(embed_dims=32, num_heads=2, depth=2), patch_size=4, with_cls_token=False,
@@ -151,6 +152,17 @@ def test_checkpoint_of_another_size_names_key_and_shapes(tmp_path):
 
 
 @pytest.fixture
+def checkpoint_loading_fix():
+    """mmengine's loader routed through ropevit's safe one, as ropevit's tools and configs
+    (``'ropevit.mm.fixes'``) turn it on."""
+    was_on = 'checkpoint_loading' in runtime.active()
+    runtime.enable('checkpoint_loading')
+    yield
+    if not was_on:
+        runtime.disable('checkpoint_loading')
+
+
+@pytest.fixture
 def good_checkpoint(tmp_path):
     path = tmp_path / 'good.pth'
     torch.save({'state_dict': nn.Linear(128, 128).state_dict(), 'meta': {'iter': 1}}, str(path))
@@ -158,7 +170,7 @@ def good_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize('cut', ['empty', 'header', 'half', 'tail'] + [f'garbage{seed}' for seed in range(12)])
-def test_truncated_or_corrupt_checkpoint_is_a_clear_error(tmp_path, good_checkpoint, cut):
+def test_truncated_or_corrupt_checkpoint_is_a_clear_error(tmp_path, good_checkpoint, cut, checkpoint_loading_fix):
     """Every way a file can be cut or corrupted: RuntimeError naming the file and the likely cause,
     through ropevit's loader and mmengine's (load_from / resume / init_cfg). Random bytes fail the
     unpickler in many ways (EOFError, IndexError, KeyError, ...): twelve fixed seeds, so a failure

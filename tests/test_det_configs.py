@@ -57,7 +57,7 @@ def test_config_builds_model_and_pipeline(path: Path, coco_root: Path):
     import ropevit.mm  # noqa: F401
 
     cfg = Config.fromfile(str(path))
-    assert cfg.custom_imports.imports == ['ropevit.mm']
+    assert cfg.custom_imports.imports == ['ropevit.mm', 'ropevit.mm.fixes']
     assert cfg.model.backbone.type in ('RoPESwin', 'RoPEViT')
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone.init_cfg = None
