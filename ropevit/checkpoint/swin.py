@@ -49,6 +49,7 @@ from ropevit.layers.rope import axial_frequencies
 
 from .common import (CheckpointMismatchError, CheckpointRope, ConversionLog, StateDict, axial_as_mixed,
                      check_checkpoint_rope, conversion_log, infer_axial_theta, same_theta, unwrap_state_dict)
+from .rope_kind import SWIN, frequencyless_kind, mixed_into_axial_hint, warn_plain_into_rope
 
 _RECOMPUTED = ('attn_mask', 'rope_t_x', 'rope_t_y', 'relative_position_index')
 
@@ -236,28 +237,11 @@ def _fit_rope(sd: StateDict, model: nn.Module, log: ConversionLog, *, checkpoint
         elif rope == 'axial':
             mixed = [k for k in freq_keys if infer_axial_theta(sd[k], default=model.rope_theta) is None]
             if mixed:                                   # kept: unexpected unless allowed
-                log.hints['*.rope_freqs'] = (
-                    'learned RoPE-Mixed frequencies, but the model has rope="axial"; build it with rope="mixed" '
-                    'to keep them, or set allow_unexpected=["*.rope_freqs"] to drop them (the axial model then '
-                    'computes another function than the checkpoint and needs fine-tuning)')
+                log.hints['*.rope_freqs'] = mixed_into_axial_hint('*.rope_freqs')
         return
-    kind = checkpoint_rope
-    if kind == 'auto':
-        kind = 'axial'
-        if has_rpb and rope != 'none':
-            theta = model.rope_theta if rope == 'axial' else (axial_theta or DEFAULT_AXIAL_THETA)
-            log.warnings.append(
-                'the checkpoint has no RoPE frequencies and a relative position bias: it is either a plain Swin '
-                f'(no RoPE) or a RoPE-Swin-Axial trained with use_rpb=True. Read as RoPE-Axial (theta {theta:g}). '
-                'If it is a plain Swin, RoPE is new in this model and it computes another function than the '
-                'checkpoint until fine-tuned. Set init_cfg checkpoint_rope="axial" or "none" to say which '
-                '(and silence this warning)')
-        elif not has_rpb and rope == 'none':
-            log.warnings.append(
-                'the checkpoint has neither RoPE frequencies nor a relative position bias, so it was most likely '
-                'trained with RoPE-Axial; this model has rope="none": it computes another function than the '
-                'checkpoint. Build it with rope="axial" (or set checkpoint_rope="none" if the checkpoint was '
-                'trained without positions)')
+    theta = model.rope_theta if rope == 'axial' else (axial_theta or DEFAULT_AXIAL_THETA)
+    kind = frequencyless_kind(checkpoint_rope, has_positions=has_rpb, model_rope=rope, theta=theta, family=SWIN,
+                              log=log)
     if kind == 'axial' and rope == 'mixed':
         theta = DEFAULT_AXIAL_THETA if axial_theta is None else float(axial_theta)
         own = model.state_dict()
@@ -269,9 +253,7 @@ def _fit_rope(sd: StateDict, model: nn.Module, log: ConversionLog, *, checkpoint
             for key, _, _ in _rope_keys(model):
                 log.new_at_init[key] = ('the checkpoint has no RoPE (checkpoint_rope="none"); the RoPE-Mixed '
                                         'frequencies start at their init')
-        log.warnings.append(f'plain Swin checkpoint (checkpoint_rope="none") into a rope="{rope}" model: RoPE '
-                            f'rotates queries and keys the checkpoint was trained without, so the model computes '
-                            f'another function than the checkpoint until fine-tuned')
+        warn_plain_into_rope(rope, family=SWIN, log=log)
 
 
 def _fit_to_model(sd: StateDict, model: nn.Module, dropped: dict[str, str]) -> None:

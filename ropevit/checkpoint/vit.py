@@ -42,6 +42,7 @@ from torch import nn
 
 from .common import (CheckpointMismatchError, CheckpointRope, ConversionLog, StateDict, axial_as_mixed,
                      check_checkpoint_rope, conversion_log, same_theta, strip_prefix, unwrap_state_dict)
+from .rope_kind import VIT, frequencyless_kind, mixed_into_axial_hint, warn_plain_into_rope
 
 _HEAD = ('head.', 'fc_norm.', 'head_dist.')
 _HEAD_KEYS = ('dist_token',)
@@ -192,29 +193,12 @@ def _fit_rope(out: StateDict, model: nn.Module, log: ConversionLog, *, checkpoin
                 f'checkpoint has RoPE-Mixed frequencies (rope.freqs {tuple(out["rope.freqs"].shape)}) but the '
                 f'model has rope="none"; build it with rope="mixed"')
         if model_rope == 'axial':                                           # kept: unexpected unless allowed
-            log.hints['rope.freqs'] = (
-                'learned RoPE-Mixed frequencies, but the model has rope="axial"; build it with rope="mixed" '
-                'to keep them, or set allow_unexpected=["rope.freqs"] to drop them (the axial model then '
-                'computes another function than the checkpoint and needs fine-tuning)')
+            log.hints['rope.freqs'] = mixed_into_axial_hint('rope.freqs')
         return
     # No frequencies: RoPE-Axial (with or without APE) or, with pos_embed, possibly a plain ViT.
-    kind = checkpoint_rope
-    if kind == 'auto':
-        kind = 'axial'
-        if 'pos_embed' in out and model_rope != 'none':
-            log.warnings.append(
-                'the checkpoint has no RoPE frequencies and an absolute position embedding: it is either '
-                'RoPE-Axial + APE or a plain ViT (no RoPE). Read as RoPE-Axial (theta '
-                f'{model.rope_theta if model_rope == "axial" else (axial_theta or DEFAULT_AXIAL_THETA):g}). '
-                'If it is a plain ViT, RoPE is new in this model and it computes another function than the '
-                'checkpoint until fine-tuned. Set init_cfg checkpoint_rope="axial" or "none" to say which '
-                '(and silence this warning)')
-        elif 'pos_embed' not in out and model_rope == 'none':
-            log.warnings.append(
-                'the checkpoint has neither RoPE frequencies nor an absolute position embedding, so it was '
-                'most likely trained with RoPE-Axial; this model has rope="none" and no rotation: it computes '
-                'another function than the checkpoint. Build it with rope="axial" (or set checkpoint_rope='
-                '"none" if the checkpoint was trained without positions)')
+    theta = model.rope_theta if model_rope == 'axial' else (axial_theta or DEFAULT_AXIAL_THETA)
+    kind = frequencyless_kind(checkpoint_rope, has_positions='pos_embed' in out, model_rope=model_rope, theta=theta,
+                              family=VIT, log=log)
     if kind == 'axial' and model_rope == 'mixed':
         theta = DEFAULT_AXIAL_THETA if axial_theta is None else float(axial_theta)
         rope = model.rope
@@ -225,9 +209,7 @@ def _fit_rope(out: StateDict, model: nn.Module, log: ConversionLog, *, checkpoin
         if model_rope == 'mixed':
             log.new_at_init['rope.freqs'] = ('the checkpoint has no RoPE (checkpoint_rope="none"); the '
                                              'RoPE-Mixed frequencies start at their init')
-        log.warnings.append(f'plain ViT checkpoint (checkpoint_rope="none") into a rope="{model_rope}" model: '
-                            f'RoPE rotates queries and keys the checkpoint was trained without, so the model '
-                            f'computes another function than the checkpoint until fine-tuned')
+        warn_plain_into_rope(model_rope, family=VIT, log=log)
 
 
 def load_vit_checkpoint(model: nn.Module, checkpoint: dict, *, source: str = 'checkpoint', **options):

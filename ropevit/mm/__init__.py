@@ -7,7 +7,7 @@ Configs pull it in with::
 Modules are registered in mmengine's root registries, which are parents of mmdet's
 and mmseg's, so the same ``type='RoPESwin'`` resolves under either default scope.
 
-Importing it registers and changes nothing else (``tests/test_mm_import.py``). The reliability
+Importing it registers and changes nothing else (``tests/mm/test_mm_import.py``). The reliability
 fixes of docs/RELIABILITY.md are opt-in: the hooks by name in a config, the rest with
 ``'ropevit.mm.fixes'`` in ``custom_imports`` (:mod:`ropevit.mm.runtime`). ropevit's own configs and
 tools turn them all on.

@@ -23,7 +23,7 @@ config that names neither builds its optimizer exactly as before.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from mmengine.dist import is_main_process
 from mmengine.logging import print_log
@@ -119,6 +119,15 @@ def log_param_groups(title: str, groups: list[dict[str, Any]], names: list[list[
     print_log('\n'.join(lines), logger='current')
 
 
+def _checked_paramwise_cfg(paramwise_cfg: Optional[dict], allowed: Sequence[str], owner: str) -> dict:
+    """A copy of ``paramwise_cfg``; a key outside ``allowed`` is an error naming it."""
+    paramwise_cfg = dict(paramwise_cfg or {})
+    unknown = sorted(set(paramwise_cfg) - set(allowed))
+    if unknown:
+        raise ValueError(f'{owner}: unknown paramwise_cfg keys {unknown}; allowed: {list(allowed)}')
+    return paramwise_cfg
+
+
 def _build(optimizer_cfg: dict, wrapper_cfg: dict, groups: list[dict[str, Any]]) -> OptimWrapper:
     optimizer_cfg = dict(optimizer_cfg, params=groups)
     optimizer = OPTIMIZERS.build(optimizer_cfg)
@@ -154,11 +163,7 @@ class RoPEOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None) -> None:
-        paramwise_cfg = dict(paramwise_cfg or {})
-        unknown = sorted(set(paramwise_cfg) - set(_ROPE_KEYS))
-        if unknown:
-            raise ValueError(f'RoPEOptimWrapperConstructor: unknown paramwise_cfg keys {unknown}; '
-                             f'allowed: {list(_ROPE_KEYS)}')
+        paramwise_cfg = _checked_paramwise_cfg(paramwise_cfg, _ROPE_KEYS, 'RoPEOptimWrapperConstructor')
         self.no_decay_keys = tuple(paramwise_cfg.pop('no_decay_keys', NO_DECAY_KEYS))
         self.rules = {k: float(paramwise_cfg.get(k, 1.0)) for k in _TYPE_RULES}
         super().__init__(optim_wrapper_cfg, paramwise_cfg=paramwise_cfg)   # mmengine's checks of the rest
@@ -208,11 +213,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     (:func:`ropevit.layer_decay.register_slice_lr_hooks`). Groups are logged at rank 0."""
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None) -> None:
-        paramwise_cfg = dict(paramwise_cfg or {})
-        unknown = sorted(set(paramwise_cfg) - set(_LAYER_DECAY_KEYS))
-        if unknown:
-            raise ValueError(f'LayerDecayOptimWrapperConstructor: unknown paramwise_cfg keys {unknown}; '
-                             f'allowed: {list(_LAYER_DECAY_KEYS)}')
+        paramwise_cfg = _checked_paramwise_cfg(paramwise_cfg, _LAYER_DECAY_KEYS,
+                                               'LayerDecayOptimWrapperConstructor')
         self.decay_rate = float(paramwise_cfg.get('decay_rate', 1.0))
         self.no_decay_keys = tuple(paramwise_cfg.get('no_decay_keys', ()))
         self.backbone_prefix = paramwise_cfg.get('backbone_prefix', 'backbone.')

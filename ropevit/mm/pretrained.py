@@ -20,8 +20,10 @@ MMLogger; the full report (loaded, converted, dropped, new) at INFO.
 from __future__ import annotations
 
 import os.path as osp
-from typing import Any, Callable
+import warnings
+from typing import Any, Callable, Optional, Union
 
+from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -107,3 +109,21 @@ def init_backbone_weights(backbone: BaseModule, *, convert: Callable, expected_n
         backbone._is_init = True
     else:
         BaseModule.init_weights(backbone)
+
+
+def translate_mm_keywords(kwargs: dict, *, init_cfg: Optional[Union[dict, list]], pretrained: Optional[str],
+                          norm_cfg: Optional[dict], act_cfg: Optional[dict]) -> Optional[Union[dict, list]]:
+    """The mm config keywords of a backbone in core terms: ``norm_cfg`` / ``act_cfg`` become the core's
+    ``norm_layer`` / ``act_layer`` factories (built with mmcv, in ``kwargs``), the deprecated
+    ``pretrained=PATH`` becomes ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``; returns the init_cfg."""
+    if init_cfg is not None and pretrained is not None:
+        raise ValueError(f'init_cfg={init_cfg!r} and pretrained={pretrained!r} cannot both be set; '
+                         'use init_cfg=dict(type="Pretrained", checkpoint=PATH)')
+    if pretrained is not None:
+        warnings.warn('pretrained is deprecated, use init_cfg=dict(type="Pretrained", checkpoint=...)')
+        init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+    if norm_cfg is not None:
+        kwargs['norm_layer'] = lambda c, cfg=dict(norm_cfg): build_norm_layer(cfg, c)[1]
+    if act_cfg is not None:
+        kwargs['act_layer'] = lambda cfg=dict(act_cfg): build_activation_layer(cfg)
+    return init_cfg

@@ -6,17 +6,15 @@ state-dict keys are the core :class:`ropevit.models.swin.RoPESwin`.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Optional, Sequence, Union
 
-from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 
 from ropevit.checkpoint.swin import EXPECTED_NEW_KEYS, convert_swin_state_dict
 from ropevit.models import swin as core
 
-from .pretrained import init_backbone_weights
+from .pretrained import init_backbone_weights, translate_mm_keywords
 
 
 def check_mm_swin_keywords(*, init_cfg: Any, pretrained: Any, norm_cfg: Any, act_cfg: Any, strides: Any,
@@ -69,7 +67,7 @@ class RoPESwin(core.RoPESwin, BaseModule):
     which are accepted and unused: the checkpoint layout is detected from its keys and
     RoPE-Swin has no absolute position embedding to size. Every one of them is checked as
     mmdet's ``SwinTransformer`` checks it (:func:`check_mm_swin_keywords`), with an error that
-    names the value (``tests/test_swin_mm_suites.py`` runs mmdet's and mmseg's cases).
+    names the value (``tests/models/test_swin_mm_suites.py`` runs mmdet's and mmseg's cases).
     """
 
     def __init__(self, *, init_cfg: Optional[Union[dict, list]] = None, pretrained: Optional[str] = None,
@@ -83,13 +81,8 @@ class RoPESwin(core.RoPESwin, BaseModule):
                                strides=strides, use_abs_pos_embed=use_abs_pos_embed,
                                convert_weights=convert_weights, pretrain_img_size=pretrain_img_size,
                                patch_size=kwargs.get('patch_size', 4), num_stages=num_stages)
-        if pretrained is not None:
-            warnings.warn('pretrained is deprecated, use init_cfg=dict(type="Pretrained", checkpoint=...)')
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        if norm_cfg is not None:
-            kwargs['norm_layer'] = lambda c, cfg=dict(norm_cfg): build_norm_layer(cfg, c)[1]
-        if act_cfg is not None:
-            kwargs['act_layer'] = lambda cfg=dict(act_cfg): build_activation_layer(cfg)
+        init_cfg = translate_mm_keywords(kwargs, init_cfg=init_cfg, pretrained=pretrained, norm_cfg=norm_cfg,
+                                         act_cfg=act_cfg)
         self.convert_weights = convert_weights
         super().__init__(**kwargs)
         self.init_cfg = init_cfg

@@ -7,7 +7,6 @@ and state-dict keys are the core :class:`ropevit.models.vit.RoPEViT` and
 """
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Sequence, Union
 
 from mmcv.cnn import build_activation_layer, build_norm_layer
@@ -19,7 +18,7 @@ from ropevit.checkpoint.vit import EXPECTED_NEW_KEYS, convert_vit_state_dict
 from ropevit.models import vit as core
 from ropevit.necks import simple_fpn as core_fpn
 
-from .pretrained import init_backbone_weights
+from .pretrained import init_backbone_weights, translate_mm_keywords
 
 
 def _act_factory(act_cfg: Optional[dict]):
@@ -47,15 +46,8 @@ class RoPEViT(core.RoPEViT, BaseModule):
 
     def __init__(self, *, init_cfg: Optional[Union[dict, list]] = None, pretrained: Optional[str] = None,
                  norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None, **kwargs) -> None:
-        if init_cfg is not None and pretrained is not None:
-            raise ValueError('init_cfg and pretrained cannot both be set; use init_cfg=dict(type="Pretrained", ...)')
-        if pretrained is not None:
-            warnings.warn('pretrained is deprecated, use init_cfg=dict(type="Pretrained", checkpoint=...)')
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        if norm_cfg is not None:
-            kwargs['norm_layer'] = lambda c, cfg=dict(norm_cfg): build_norm_layer(cfg, c)[1]
-        if act_cfg is not None:
-            kwargs['act_layer'] = _act_factory(act_cfg)
+        init_cfg = translate_mm_keywords(kwargs, init_cfg=init_cfg, pretrained=pretrained, norm_cfg=norm_cfg,
+                                         act_cfg=act_cfg)
         super().__init__(**kwargs)
         self.init_cfg = init_cfg
 

@@ -25,7 +25,7 @@ import torch
 import ropevit.mm  # noqa: F401
 from ropevit.checkpoint.io import load_checkpoint_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVER = os.path.join(ROOT, 'tests', 'resume_driver.py')
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([ROOT, os.environ.get('PYTHONPATH', '')]))
 
@@ -43,6 +43,20 @@ def batches(record) -> dict[int, set[str]]:
         it, idx = line.split()
         out[int(it)] |= set(idx.split(','))
     return dict(out)
+
+
+def assert_same_training(a: dict, b: dict, *, steps: int, earlier, moved: float, rtol: tuple[float, float],
+                         atol: tuple[float, float]) -> None:
+    """Checkpoints ``a`` (one process) and ``b`` (distributed) hold the same weights and AdamW moments
+    after ``steps`` optimizer steps (tolerances: weights, moments), and the weights moved by more than
+    ``moved`` since the ``earlier`` checkpoint of ``a``'s run (so the comparison can fail)."""
+    for k in a['state_dict']:
+        torch.testing.assert_close(b['state_dict'][k], a['state_dict'][k], rtol=rtol[0], atol=atol[0], msg=k)
+    for i, st in a['optimizer']['state'].items():
+        assert float(b['optimizer']['state'][i]['step']) == float(st['step']) == steps
+        torch.testing.assert_close(b['optimizer']['state'][i]['exp_avg'], st['exp_avg'], rtol=rtol[1], atol=atol[1])
+    first = load_checkpoint_file(earlier)['state_dict']
+    assert max((first[k] - a['state_dict'][k]).abs().max().item() for k in first) > moved
 
 
 def test_two_cpu_processes_match_one_process_with_the_same_total_batch(tmp_path):
@@ -71,14 +85,9 @@ def test_two_cpu_processes_match_one_process_with_the_same_total_batch(tmp_path)
     a = load_checkpoint_file(tmp_path / 'single' / 'iter_6.pth')
     b = load_checkpoint_file(tmp_path / 'dist' / 'iter_6.pth')  # saved by rank 0 only
     assert a['state_dict'].keys() == b['state_dict'].keys()  # no 'module.' prefix from DDP
-    for k in a['state_dict']:
-        torch.testing.assert_close(b['state_dict'][k], a['state_dict'][k], rtol=1e-5, atol=1e-6, msg=k)
-    for i, st in a['optimizer']['state'].items():
-        assert float(b['optimizer']['state'][i]['step']) == float(st['step']) == 6
-        torch.testing.assert_close(b['optimizer']['state'][i]['exp_avg'], st['exp_avg'], rtol=1e-4, atol=1e-7)
     # The comparison can fail: the weights did move during these 6 steps.
-    first = load_checkpoint_file(tmp_path / 'single' / 'iter_2.pth')['state_dict']
-    assert max((first[k] - a['state_dict'][k]).abs().max().item() for k in first) > 1e-3
+    assert_same_training(a, b, steps=6, earlier=tmp_path / 'single' / 'iter_2.pth', moved=1e-3,
+                         rtol=(1e-5, 1e-4), atol=(1e-6, 1e-7))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the failure being fixed only exists without CUDA')
@@ -169,10 +178,5 @@ def test_demo_detector_dist_train_matches_single_process(tmp_path):
     a = load_checkpoint_file(tmp_path / 'single' / 'epoch_2.pth')
     b = load_checkpoint_file(tmp_path / 'dist' / 'epoch_2.pth')
     assert a['meta']['iter'] == 2 * b['meta']['iter'] == 8  # 8 micro-steps = 4 optimizer steps of 2 images
-    for k in a['state_dict']:
-        torch.testing.assert_close(b['state_dict'][k], a['state_dict'][k], rtol=1e-4, atol=1e-6, msg=k)
-    for i, st in a['optimizer']['state'].items():
-        assert float(b['optimizer']['state'][i]['step']) == float(st['step']) == 4
-        torch.testing.assert_close(b['optimizer']['state'][i]['exp_avg'], st['exp_avg'], rtol=1e-3, atol=1e-8)
-    first = load_checkpoint_file(tmp_path / 'single' / 'epoch_1.pth')['state_dict']
-    assert max((first[k] - a['state_dict'][k]).abs().max().item() for k in first) > 1e-6
+    assert_same_training(a, b, steps=4, earlier=tmp_path / 'single' / 'epoch_1.pth', moved=1e-6,
+                         rtol=(1e-4, 1e-3), atol=(1e-6, 1e-8))

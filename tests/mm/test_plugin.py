@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLUGIN_CONFIGS = os.path.join(ROOT, 'projects', 'plugin_example', 'configs')
 
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location(
     'extrapolation_sweep', osp.join(ROOT, 'projects', 'resolution_extrapolation', 'sweep.py'))
 sweep = importlib.util.module_from_spec(_spec)

@@ -19,7 +19,7 @@ from mmengine.runner.checkpoint import _load_checkpoint, save_checkpoint
 from ropevit.checkpoint.io import UnsafeCheckpointError, load_checkpoint_file
 from ropevit.mm import runtime
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(autouse=True, scope='module')

@@ -20,11 +20,10 @@ import torch
 
 import ropevit.mm  # noqa: F401
 from ropevit.checkpoint.io import load_checkpoint_file
-from ropevit.fileio import atomic_write
 from ropevit.mm import runtime
 from ropevit.mm.latest_checkpoint import find_latest_checkpoint, is_readable_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVER = os.path.join(ROOT, 'tests', 'resume_driver.py')
 
 
@@ -203,19 +202,6 @@ def test_find_latest_checkpoint_falls_back_past_unreadable_files(tmp_path):
     pointer.write_text(str(good))
     assert find_latest_checkpoint(str(tmp_path)) == str(good)
     assert is_readable_checkpoint(str(good)) and not is_readable_checkpoint(str(cut))
-
-
-def test_atomic_write_keeps_old_file_on_error(tmp_path):
-    target = tmp_path / 'f.txt'
-    target.write_text('old')
-    with pytest.raises(ZeroDivisionError):
-        with atomic_write(target, 'w') as f:
-            f.write('new, half')
-            1 / 0
-    assert target.read_text() == 'old' and os.listdir(tmp_path) == ['f.txt']
-    with pytest.raises(ValueError, match='"w" or "wb"'):
-        with atomic_write(target, 'a'):
-            pass
 
 
 # ---------------------------------------------------------------------- the demo detector, tools/train.py

@@ -9,7 +9,7 @@ from mmengine.config import Config
 
 from ropevit.mm.tta import apply_tta
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TTA_SEG = os.path.join(ROOT, 'configs', '_base_', 'tta_seg.py')
 TTA_DET = os.path.join(ROOT, 'configs', '_base_', 'tta_det.py')
 MMDET_MASK_RCNN = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'

@@ -24,7 +24,7 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 POSITION = ('relative_position_bias_table', 'absolute_pos_embed', 'pos_embed', 'cls_token')
 ROPE = ('rope_freqs', 'rope.freqs')
 

@@ -16,7 +16,7 @@ from benchmarks.report import Results, Row, growth_exponent, ratios_table, rows_
 from benchmarks.runner import BenchConfig, Contender, Parity, run_group
 from benchmarks.swap import swap_calls
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_SWIN = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
 CPU = torch.device('cpu')
 

@@ -16,7 +16,7 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = 64
 
 

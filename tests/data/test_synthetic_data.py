@@ -18,7 +18,7 @@ from PIL import Image
 from ropevit.data.synthetic_ade import make_synthetic_ade
 from ropevit.data.synthetic_coco import make_synthetic_coco
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COCO = dict(num_train=2, num_val=1, image_size=(32, 40), seed=0, max_objects=2)
 ADE = dict(num_train=2, num_val=1, image_size=(24, 32), seed=0, max_objects=2)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _detection_configs() -> list[Path]:

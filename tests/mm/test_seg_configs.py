@@ -14,7 +14,7 @@ from mmengine.registry import init_default_scope
 
 import ropevit.mm  # noqa: F401
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SEG_CONFIGS = sorted(
     [p for p in glob.glob(osp.join(ROOT, 'configs', '*ade20k*.py'))] +
     [p for p in glob.glob(osp.join(ROOT, 'configs', 'demo', '*seg*.py'))])

@@ -20,7 +20,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ('circle', 'square', 'triangle')
 ORIGINAL, SIZE = 32, 64           # generated images are 32x32; the pipeline resizes them to 64x64
 

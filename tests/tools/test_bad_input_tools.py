@@ -22,7 +22,7 @@ from PIL import Image
 
 import demo_helpers as demo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 TOOLS = ROOT / 'tools'
 
@@ -403,19 +403,3 @@ def test_new_run_in_a_work_dir_with_checkpoints_is_refused(env):
     r = _run([TOOLS / 'train.py', env['config'], '--work-dir', work], env['tmp'])
     _check(r, 2, [str(work.name), 'already holds checkpoints', 'epoch_1.pth', '--resume', '--work-dir'],
            [work, *_inputs(env)], before)
-
-
-def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
-    from ropevit.fileio import atomic_target, atomic_write
-    path = tmp_path / 'out.json'
-    path.write_text('old')
-    with pytest.raises(RuntimeError):
-        with atomic_write(path, 'w') as f:
-            f.write('partial new content')
-            raise RuntimeError('killed half-way')
-    assert path.read_text() == 'old' and sorted(p.name for p in tmp_path.iterdir()) == ['out.json']
-    with pytest.raises(RuntimeError):
-        with atomic_target(tmp_path / 'plot.png') as tmp:
-            Path(tmp).write_bytes(b'half a png')
-            raise RuntimeError('killed half-way')
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['out.json']

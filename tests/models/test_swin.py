@@ -58,7 +58,7 @@ def test_parity_with_mmdet_swin_tiny_preset():
 
 # ----------------------------------------------------------------------------- window attention laws
 # (The float64 reference of the attention itself, written from the formulas, is in
-# tests/test_swin_reference.py; the original RoPE-Swin forward in tests/test_swin_original.py.)
+# tests/layers/test_swin_reference.py; the original RoPE-Swin forward in tests/models/test_swin_original.py.)
 def _stage_inputs(model: RoPESwin, stage: int, x: torch.Tensor, hw):
     st = model.stages[stage]
     return st, st.attention_masks(hw, x.device, x.dtype), st.block_tables(x.device)
@@ -98,7 +98,7 @@ def test_larger_window_at_inference_loads_and_runs():
     with torch.no_grad():
         outs = bigger(torch.randn(1, 3, 130, 98))
     assert [tuple(o.shape[-2:]) for o in outs] == [(33, 25), (17, 13), (9, 7), (5, 4)]
-    # (its attention against the reference: tests/test_swin_reference.py)
+    # (its attention against the reference: tests/layers/test_swin_reference.py)
 
 
 def test_rope_scores_depend_only_on_in_window_offsets():

@@ -14,7 +14,7 @@ from mmengine.hooks import Hook
 
 import ropevit.mm  # noqa: F401
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 IMAGE_HW = (50, 70)
 CROP = (40, 40)
 ITERS = 8
