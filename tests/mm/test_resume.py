@@ -127,9 +127,15 @@ def test_epoch_based_sigkill_then_resume_matches_uninterrupted(tmp_path):
 
 
 def _plain_mmengine_pick(work) -> str | None:
+    """What MMEngine's own ``find_latest_checkpoint`` picks (the fix off, whatever turned it on before)."""
     from mmengine.runner import checkpoint as mmengine_checkpoint
-    assert 'latest_checkpoint' not in runtime.active()  # import ropevit.mm alone leaves MMEngine's
-    return mmengine_checkpoint.find_latest_checkpoint(str(work))
+    was_on = 'latest_checkpoint' in runtime.active()
+    runtime.disable('latest_checkpoint')
+    try:
+        return mmengine_checkpoint.find_latest_checkpoint(str(work))
+    finally:
+        if was_on:
+            runtime.enable('latest_checkpoint')
 
 
 def test_kill_while_writing_checkpoint_with_max_keep_1(reference, tmp_path):
