@@ -14,6 +14,7 @@ from torch import nn
 
 from .rope import apply_rope
 from .rope_tables import RopeTables
+from .tracing import is_exporting
 
 
 class RoPEAttention(nn.Module):
@@ -61,7 +62,7 @@ class RoPEAttention(nn.Module):
         v = qkv[2]                                                         # [B, nh, L, hd]
         qk = qkv[:2]                                                       # [2, B, nh, L, hd]
         if rope is not None:
-            if rope.cos.shape[-2] != L:
+            if not is_exporting() and rope.cos.shape[-2] != L:
                 raise ValueError(f'RoPE tables have {rope.cos.shape[-2]} rows ({rope.num_prefix_tokens} prefix), '
                                  f'x has {L} tokens; build the tables with one identity row per prefix token')
             # q and k in one call (one pass, half the launches); out of place for autograd.

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layer_types import NormLayer
+from .tracing import is_exporting
 
 
 class PatchEmbed(nn.Module):
@@ -40,7 +41,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         p = self.patch_size
         H, W = x.shape[-2:]
-        if H % p or W % p:
+        if is_exporting() or H % p or W % p:                    # exported: pad by maybe 0, no branch
             x = F.pad(x, (0, (-W) % p, 0, (-H) % p))            # [B, C_in, Hp, Wp]
         x = getattr(self, self.proj_name)(x)                    # [B, C, h, w]
         hw = (x.shape[2], x.shape[3])

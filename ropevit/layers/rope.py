@@ -32,6 +32,8 @@ from typing import Literal, Optional
 
 import torch
 
+from .tracing import is_compiling, is_tracing  # noqa: F401  (is_compiling: re-exported)
+
 RopeType = Literal['axial', 'mixed', 'none']
 ROPE_TYPES: tuple[str, ...] = ('axial', 'mixed', 'none')
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}  # rotation dtype per real one
@@ -53,11 +55,11 @@ def grid_coords(height: int, width: int, *, device: Optional[torch.device] = Non
     Returns:
         ``[H*W, 2]`` float32 tensor of ``(x, y)`` = (column, row).
     """
-    ys, xs = torch.meshgrid(
-        torch.arange(height, device=device, dtype=torch.float32),
-        torch.arange(width, device=device, dtype=torch.float32),
-        indexing='ij')                                     # [H, W] each
-    return torch.stack([xs.flatten(), ys.flatten()], -1)   # [H*W, 2]
+    xs = torch.arange(width, device=device, dtype=torch.float32)[None, :].expand(height, width)   # [H, W]
+    ys = torch.arange(height, device=device, dtype=torch.float32)[:, None].expand(height, width)  # [H, W]
+    # Stacked (a fresh contiguous tensor), then viewed: flattening the expanded grids would
+    # make torch.export ask whether a side is 1.
+    return torch.stack([xs, ys], -1).view(-1, 2)                                                  # [H*W, 2]
 
 
 def rope_magnitudes(head_dim: int, theta: float, *, device: Optional[torch.device] = None) -> torch.Tensor:
@@ -151,7 +153,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     (the same two products and one add per output, so the same numbers), a single pass
     over ``x`` instead of the ~7 of the unbind/multiply/stack form: 5-8x faster on CPU, and
     fewer kernel launches on GPU. Under ``torch.compile`` the real form is traced instead,
-    which Inductor fuses (it has no complex code generation).
+    which Inductor fuses (it has no complex code generation); under ``torch.export`` and the
+    ONNX exporters too (ONNX has no complex type).
 
     Args:
         x: ``[..., N, hd]`` queries or keys (e.g. ``[B, nh, N, hd]``) of the ``N`` tokens
@@ -164,7 +167,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     Returns:
         Tensor like ``x``, in ``x.dtype``.
     """
-    if is_compiling():
+    if is_tracing():
         return _apply_rope_real(x, cos, sin)
     wdt = torch.promote_types(torch.promote_types(x.dtype, cos.dtype), torch.float32)
     pairs = x.to(wdt).unflatten(-1, (-1, 2))                  # [..., N, P, 2]
@@ -182,9 +185,3 @@ def _apply_rope_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
     x0, x1 = x_pairs.unbind(-1)                               # [..., N, P] each
     out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], -1)  # [..., N, P, 2]
     return out.flatten(-2).to(x.dtype)                        # [..., N, hd]
-
-
-def is_compiling() -> bool:
-    """True while ``torch.compile`` (Dynamo) traces the caller."""
-    compiler = getattr(torch, 'compiler', None)
-    return bool(compiler is not None and getattr(compiler, 'is_compiling', lambda: False)())

@@ -22,7 +22,8 @@ from typing import Callable, Hashable, NamedTuple, Optional, TypeVar
 
 import torch
 
-from .rope import axial_frequencies, grid_coords, is_compiling, rope_cos_sin, rope_rotation
+from .rope import axial_frequencies, grid_coords, rope_cos_sin, rope_rotation
+from .tracing import is_tracing
 
 T = TypeVar('T')
 
@@ -65,7 +66,7 @@ def token_coords(hw: tuple[int, int], *, num_prefix_tokens: int = 0,
 def build_rope_tables(freqs: torch.Tensor, coords: torch.Tensor, *, num_prefix_tokens: int = 0) -> RopeTables:
     """``RopeTables`` of frequencies ``[2, ..., P]`` at coordinates ``[L, 2]`` (tables ``[..., L, P]``)."""
     cos, sin = rope_cos_sin(freqs, coords)                                   # [..., L, P] each
-    return RopeTables(cos, sin, None if is_compiling() else rope_rotation(cos, sin), num_prefix_tokens)
+    return RopeTables(cos, sin, None if is_tracing() else rope_rotation(cos, sin), num_prefix_tokens)
 
 
 def axial_tables(head_dim: int, theta: float, hw: tuple[int, int], device: torch.device, *,
@@ -83,8 +84,9 @@ class TableCache:
     ``get(key, build)`` returns the entry for ``key`` or builds and keeps it, dropping the
     least recently used one past ``size``. Two rules hold for every cache of the backbones:
 
-    * While ``torch.compile`` traces, nothing is cached: ``build()`` is traced as constants
-      (Inductor folds them). A cache filled by the first compiled call would fail Dynamo's
+    * While ``torch.compile``, ``torch.export`` or ``torch.jit.trace`` traces, nothing is
+      cached: ``build()`` is traced (constants Inductor folds, or size-dependent ops of the
+      exported graph; a cached tensor would bake one input size into it). A cache filled by the first compiled call would fail Dynamo's
       guards on the next one and recompile the backbone; asking for the inference mode
       would break the graph.
     * Tensors made under ``torch.inference_mode`` cannot be saved for backward later, so
@@ -100,7 +102,7 @@ class TableCache:
         self._entries: OrderedDict[tuple, object] = OrderedDict()
 
     def get(self, key: tuple[Hashable, ...], build: Callable[[], T]) -> T:
-        if is_compiling():
+        if is_tracing():
             return build()
         key = key + (torch.is_inference_mode_enabled(),)
         if key in self._entries:

@@ -24,6 +24,7 @@ from torch import nn
 
 from .rope import RopeType, apply_rope, init_mixed_frequencies
 from .rope_tables import RopeTables
+from .tracing import contiguous
 from .window import pad_to_multiple, window_partition, window_unpartition
 
 
@@ -97,7 +98,7 @@ class WindowMSA(nn.Module):
         """
         ws = self.window_size if window_size is None else window_size
         index = self.relative_position_index                                              # [N0, N0]
-        if ws != self.window_size:
+        if not isinstance(ws, int) or ws != self.window_size:   # symbolic (export): always slice
             w0 = self.window_size
             # The top-left ws x ws positions of the built window have exactly the offsets of
             # a ws window: a view of the cached index, no new table.
@@ -191,13 +192,14 @@ class ShiftWindowMSA(nn.Module):
         b, l, c = x.shape
         h, w = hw
         ws, s = (self.window_size, self.shift_size) if window is None else window
+        roll = not isinstance(s, int) or s > 0        # a symbolic shift (export) may be 0: roll by it
         x = x.view(b, h, w, c)
         x, padded_hw = pad_to_multiple(x, ws)                              # [B, Hp, Wp, C]
-        if s:
+        if roll:
             x = torch.roll(x, (-s, -s), (1, 2))
         x = self.w_msa(window_partition(x, ws), mask, rope, window_size=ws)  # [B*nW, N, C]
         x = window_unpartition(x, ws, padded_hw, padded_hw)                # [B, Hp, Wp, C]
-        if s:
+        if roll:
             x = torch.roll(x, (s, s), (1, 2))
-        x = x[:, :h, :w].reshape(b, h * w, c)                               # [B, H*W, C]
+        x = contiguous(x[:, :h, :w]).view(b, h * w, c)                     # [B, H*W, C]
         return self.drop(x)

@@ -106,7 +106,7 @@ class SwinStage(nn.Module):
         padded = (-(-hw[0] // ws) * ws, -(-hw[1] // ws) * ws)
         real = hw if self.mask_padding else padded
         unshifted = shifted_window_mask(padded, ws, 0, real, device=device, dtype=dtype)
-        if shift == 0:
+        if isinstance(shift, int) and shift == 0:
             return unshifted, unshifted                    # no block of this grid shifts
         return unshifted, shifted_window_mask(padded, ws, shift, real, device=device, dtype=dtype)
 
@@ -118,8 +118,8 @@ class SwinStage(nn.Module):
         masks = self.attention_masks(hw, x.device, dtype)
         tables = self.block_tables(x.device, ws)
         for blk, rope in zip(self.blocks, tables):
-            s = shift if blk.attn.shift_size > 0 else 0
-            x = blk(x, hw, masks[s > 0], rope, (ws, s))
+            shifted = blk.attn.shift_size > 0
+            x = blk(x, hw, masks[1 if shifted else 0], rope, (ws, shift if shifted else 0))
         if self.downsample is None:
             return x, hw, x, hw
         x_down, hw_down = self.downsample(x, hw)

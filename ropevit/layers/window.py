@@ -13,6 +13,8 @@ from typing import Literal, Optional
 import torch
 import torch.nn.functional as F
 
+from .tracing import contiguous, is_exporting
+
 #: How a stage picks its window for a grid (see :func:`effective_window`).
 WindowRule = Literal['mmdet', 'original']
 WINDOW_RULES: tuple[str, ...] = ('mmdet', 'original')
@@ -39,23 +41,31 @@ def effective_window(hw: tuple[int, int], window_size: int, shift_size: int,
       on it, there fixed at construction from ``img_size``; applied here per forward
       from the actual grid, which equals the original built with ``img_size`` equal to
       the input size. Otherwise as ``'mmdet'``.
+
+    Under ``torch.export`` the sizes may be symbolic: the ``'original'`` rule then returns
+    symbolic ``(window, shift)`` (``sym_min`` / ``sym_ite``), so the exported graph picks the
+    window from the input's grid as eager does.
     """
     h, w = hw
-    if window_rule == 'original' and min(h, w) <= window_size:
-        return min(h, w), 0
-    return window_size, shift_size
+    if window_rule != 'original':
+        return window_size, shift_size
+    short = min(h, w) if isinstance(h, int) and isinstance(w, int) else torch.sym_min(h, w)
+    if isinstance(short, int):
+        return (short, 0) if short <= window_size else (window_size, shift_size)
+    return torch.sym_min(short, window_size), torch.sym_ite(short > window_size, shift_size, 0)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Zero-pad ``[B, H, W, C]`` at the bottom/right to multiples of ``multiple``.
 
     Returns:
-        ``([B, Hp, Wp, C], (Hp, Wp))``.
+        ``([B, Hp, Wp, C], (Hp, Wp))``. Under an exporter the pad is always applied (by
+        amounts computed from the input's shape, maybe zero), never skipped by a branch.
     """
     _, h, w, _ = x.shape
     pad_h = (multiple - h % multiple) % multiple
     pad_w = (multiple - w % multiple) % multiple
-    if pad_h or pad_w:
+    if is_exporting() or pad_h or pad_w:
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     return x, (h + pad_h, w + pad_w)
 
@@ -65,7 +75,7 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     b, hp, wp, c = x.shape
     ws = window_size
     x = x.view(b, hp // ws, ws, wp // ws, ws, c)                    # [B, nWh, ws, nWw, ws, C]
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)      # [B*nW, ws*ws, C]
+    return contiguous(x.permute(0, 1, 3, 2, 4, 5)).view(-1, ws * ws, c)  # [B*nW, ws*ws, C]
 
 
 def window_unpartition(windows: torch.Tensor, window_size: int, padded_hw: tuple[int, int],
@@ -77,18 +87,33 @@ def window_unpartition(windows: torch.Tensor, window_size: int, padded_hw: tuple
     c = windows.shape[-1]
     b = windows.shape[0] // ((hp // ws) * (wp // ws))
     x = windows.view(b, hp // ws, wp // ws, ws, ws, c)              # [B, nWh, nWw, ws, ws, C]
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)           # [B, Hp, Wp, C]
+    x = contiguous(x.permute(0, 1, 3, 2, 4, 5)).view(b, hp, wp, c)  # [B, Hp, Wp, C]
+    if is_exporting():
+        return contiguous(x[:, :h, :w])                             # a crop of maybe zero, no branch
     return x[:, :h, :w].contiguous() if (hp, wp) != (h, w) else x
+
+
+def _shift_regions(hp, wp, ws, shift, device: Optional[torch.device]) -> torch.Tensor:
+    """``[Hp, Wp]`` float region labels of Swin's shift mask, from comparisons (no slice
+    assignment, no branch): a row is in band 0 (``< Hp - ws``), 1 (``< Hp - shift``) or 2,
+    and so is a column; the label is ``3 * row_band + col_band``. With ``shift = 0`` band 1
+    is empty and the labels of a window agree, so the mask is the no-shift one.
+    """
+    def bands(n):
+        r = torch.arange(n, device=device)                                      # [n]
+        return (r >= n - ws).float() + (r >= n - shift).float()                 # [n] in {0, 1, 2}
+    return bands(hp)[:, None] * 3 + bands(wp)[None, :]                          # [Hp, Wp]
 
 
 def valid_token_map(hw: tuple[int, int], padded_hw: tuple[int, int], *,
                     device: Optional[torch.device] = None) -> torch.Tensor:
-    """``[Hp, Wp]`` bool map, True on real tokens, False on padding."""
+    """``[Hp, Wp]`` bool map, True on real tokens, False on padding (two comparisons, so
+    sizes may be symbolic)."""
     h, w = hw
     hp, wp = padded_hw
-    valid = torch.zeros(hp, wp, dtype=torch.bool, device=device)
-    valid[:h, :w] = True
-    return valid
+    rows = torch.arange(hp, device=device) < h                    # [Hp]
+    cols = torch.arange(wp, device=device) < w                    # [Wp]
+    return rows[:, None] & cols[None, :]                          # [Hp, Wp]
 
 
 def window_key_mask(hw: tuple[int, int], window_size: int, *,
@@ -102,8 +127,8 @@ def window_key_mask(hw: tuple[int, int], window_size: int, *,
     h, w = hw
     ws = window_size
     hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
-    if (hp, wp) == (h, w):
-        return None
+    if not is_exporting() and (hp, wp) == (h, w):
+        return None                                  # (an exported graph always masks: no branch on the size)
     valid = valid_token_map(hw, (hp, wp), device=device)[None, :, :, None]  # [1, Hp, Wp, 1]
     valid = window_partition(valid, ws)[..., 0]                             # [nW, ws*ws]
     return valid[:, None, None, :]                                          # [nW, 1, 1, ws*ws]
@@ -127,18 +152,22 @@ def shifted_window_mask(padded_hw: tuple[int, int], window_size: int, shift_size
     hp, wp = padded_hw
     ws = window_size
     hw = hw or padded_hw
-    if shift_size == 0 and tuple(hw) == (hp, wp):
+    symbolic = not isinstance(shift_size, int)       # torch.export of window_rule='original'
+    if not is_exporting() and shift_size == 0 and tuple(hw) == (hp, wp):
         return None
-    region = torch.zeros(hp, wp, device=device)
-    if shift_size > 0:
-        bounds = (slice(0, -ws), slice(-ws, -shift_size), slice(-shift_size, None))
-        label = 0
-        for hs in bounds:
-            for wsl in bounds:
-                region[hs, wsl] = label
-                label += 1
+    if symbolic or is_exporting():
+        region = _shift_regions(hp, wp, ws, shift_size, device)                  # [Hp, Wp]
+    else:
+        region = torch.zeros(hp, wp, device=device)
+        if shift_size > 0:
+            bounds = (slice(0, -ws), slice(-ws, -shift_size), slice(-shift_size, None))
+            label = 0
+            for hs in bounds:
+                for wsl in bounds:
+                    region[hs, wsl] = label
+                    label += 1
     valid = valid_token_map(tuple(hw), (hp, wp), device=device)
-    if shift_size > 0:
+    if symbolic or shift_size > 0:
         # The region labels above are already in the rolled frame (as in Swin), so only
         # the validity map, defined on the un-rolled grid, is rolled.
         valid = torch.roll(valid, (-shift_size, -shift_size), (0, 1))

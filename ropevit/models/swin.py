@@ -18,6 +18,7 @@ from ropevit.layers.patch_embed import PatchEmbed
 from ropevit.layers.patch_merging import PatchMerging
 from ropevit.layers.rope import RopeType
 from ropevit.layers.swin_stage import SwinStage
+from ropevit.layers.tracing import contiguous
 from ropevit.layers.window import WindowRule, check_window_rule
 
 from .checks import (_check_frozen_stages, _check_rate, _check_rope, _check_stage_out_indices, _check_swin_sizes,
@@ -233,5 +234,5 @@ class RoPESwin(nn.Module):
             x, hw, out, out_hw = stage(x, hw)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)     # [B, h*w, C_i]
-                outs.append(out.view(-1, *out_hw, self.num_features[i]).permute(0, 3, 1, 2).contiguous())
+                outs.append(contiguous(out.view(-1, *out_hw, self.num_features[i]).permute(0, 3, 1, 2)))
         return outs

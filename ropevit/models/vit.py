@@ -27,6 +27,7 @@ from ropevit.layers.rope import RopeType
 from ropevit.layers.rope_tables import RopeTables
 from ropevit.layers.vit_block import ViTBlock
 from ropevit.layers.vit_rope import VisionRoPE
+from ropevit.layers.tracing import contiguous
 from ropevit.layers.window import window_key_mask
 
 from .checks import (_check_frozen_stages, _check_heads, _check_layer_scale, _check_patch_size, _check_rate,
@@ -263,6 +264,6 @@ class RoPEViT(nn.Module):
             if i == self.depth - 1 and self.norm is not None:
                 x = self.norm(x)
             if i in self.out_indices:
-                out = x[:, npt:].reshape(B, *hw, self.embed_dims)        # [B, h, w, C]
-                outs.append(out.permute(0, 3, 1, 2).contiguous())        # [B, C, h, w]
+                out = contiguous(x[:, npt:]).view(B, *hw, self.embed_dims)   # [B, h, w, C]
+                outs.append(contiguous(out.permute(0, 3, 1, 2)))        # [B, C, h, w]
         return outs
