@@ -22,7 +22,7 @@ import sys
 import time
 import traceback
 
-SUITES = ('vit_timm', 'windowed', 'scaling', 'swin', 'compile')
+SUITES = ('vit_timm', 'windowed', 'scaling', 'swin', 'compile', 'deploy')
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -50,7 +50,7 @@ def _list(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument('--suites', type=_list, default=['vit_timm', 'windowed', 'scaling', 'swin'],
+    p.add_argument('--suites', type=_list, default=['vit_timm', 'windowed', 'scaling', 'swin', 'deploy'],
                    help=f'comma list from {",".join(SUITES)} (compile only with --compile or named here)')
     p.add_argument('--smoke', action='store_true',
                    help='tiny models and images: checks the whole harness in seconds (numbers mean nothing)')
@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--compile-rope', choices=('mixed', 'axial', 'none'), default='mixed')
     p.add_argument('--compile-arch', default=None, help='ViT preset for --compile-model vit/vitdet (default small)')
     p.add_argument('--compile-size', type=parse_size, default=(224, 224))
+    p.add_argument('--deploy-vit-size', type=parse_size, default=(1024, 1024),
+                   help='deploy suite: windowed RoPEViT-B timed at this size (onnxruntime vs eager)')
+    p.add_argument('--deploy-swin-size', type=parse_size, default=(800, 1333),
+                   help='deploy suite: RoPESwin-T timed at this size')
+    p.add_argument('--deploy-exporter', choices=('dynamo', 'torchscript'), default='dynamo',
+                   help='deploy suite: the ONNX exporter')
     p.add_argument('--modes', type=_list, default=['fwd', 'fwd+bwd'], help='fwd,fwd+bwd')
     p.add_argument('--dtypes', type=_list, default=['fp32', 'bf16'], help='fp32,bf16 (bf16 = autocast)')
     p.add_argument('--batch', type=int, default=1)
@@ -125,7 +131,7 @@ def apply_smoke(args: argparse.Namespace, given: set[str]) -> None:
     preset = dict(archs=[SMOKE_VIT], sizes=[(64, 64), (48, 80)], windowed_arch=SMOKE_VIT,
                   windowed_sizes=[(128, 128)], window_size=4, global_blocks=(1, 3), scaling_sizes=[64, 128],
                   swin_arch=SMOKE_SWIN, swin_sizes=[(64, 64), (64, 96)], compile_arch=SMOKE_VIT,
-                  compile_size=(64, 64), modes=['fwd', 'fwd+bwd'], dtypes=['fp32'], reps=1, warmup=0)
+                  compile_size=(64, 64), deploy_vit_size=(80, 112), deploy_swin_size=(96, 136), modes=['fwd', 'fwd+bwd'], dtypes=['fp32'], reps=1, warmup=0)
     for k, v in preset.items():
         if k not in given:
             setattr(args, k, v)
@@ -216,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         'compile': lambda: suites.compile_check(results, cfg, model=compile_model, arch=compile_arch,
                                                 rope=args.compile_rope, size=args.compile_size,
                                                 window_size=args.window_size, global_blocks=args.global_blocks),
+        'deploy': lambda: suites.deploy_check(results, cfg, vit_arch=args.windowed_arch, vit_size=args.deploy_vit_size,
+                                              window_size=args.window_size, global_blocks=args.global_blocks,
+                                              swin_arch=args.swin_arch, swin_size=args.deploy_swin_size,
+                                              exporter=args.deploy_exporter),
     }
     failed = []
     md = ''

@@ -480,3 +480,69 @@ def compile_check(results: Results, cfg: BenchConfig, *, model: str = 'vit', arc
 def _fwd(model: nn.Module, x: torch.Tensor) -> None:
     with torch.no_grad():
         model(x)
+
+
+# ----------------------------------------------------------------------------- deploy
+def _ort_providers(device: torch.device) -> list[str]:
+    import onnxruntime as ort
+    have = ort.get_available_providers()
+    if device.type == 'cuda' and 'CUDAExecutionProvider' in have:
+        return ['CUDAExecutionProvider', 'CPUExecutionProvider']
+    return ['CPUExecutionProvider']
+
+
+def deploy_check(results: Results, cfg: BenchConfig, *, vit_arch: ArchSpec = 'base',
+                 vit_size: Size = (1024, 1024), window_size: int = 14,
+                 global_blocks: Optional[Sequence[int]] = None, swin_arch: Optional[dict] = None,
+                 swin_size: Size = (800, 1333), exporter: str = 'dynamo', atol: float = 1e-3,
+                 suite: str = 'deploy') -> None:
+    """onnxruntime against eager PyTorch for a windowed RoPEViT (ViTDet) and RoPESwin.
+
+    Each backbone is exported with dynamic batch / H / W (``ropevit.deploy.export_onnx``) at a
+    smaller size than it is timed at, so the timed graph runs at a size it never saw; the
+    outputs are checked against eager first. onnxruntime uses the CPU provider, or CUDA's on a
+    GPU when installed (the exported file is the same).
+    """
+    import tempfile
+
+    from ropevit.deploy import export_onnx, onnx_session, run_onnx
+    from ropevit.models.swin import RoPESwin
+
+    torch.manual_seed(cfg.seed)
+    swin_arch = dict(SWIN_T if swin_arch is None else swin_arch)
+    vit = build_ropevit(vit_arch, 'mixed', **_vitdet_kwargs(vit_arch, window_size, global_blocks))
+    swin = RoPESwin(arch=swin_arch, rope='mixed', drop_path_rate=0.0, out_indices=(0, 1, 2, 3)).eval()
+    swin_label = f'RoPESwin-{"T" if swin_arch == SWIN_T else _short(swin_arch)} mixed'
+    plan = [(f'RoPEViT-{_short(vit_arch)} mixed {_tag(vit_arch, window_size, global_blocks)}', vit, vit_size),
+            (swin_label, swin, swin_size)]
+    providers = _ort_providers(cfg.device)
+    with tempfile.TemporaryDirectory(prefix='ropevit_deploy_') as tmp:
+        for label, model, size in plan:
+            model = model.cpu().eval()
+            trace = (max(32, size[0] // 2 + 7), max(32, size[1] // 2 + 3))      # not the timed size
+            path = f'{tmp}/{len(results.rows)}.onnx'
+            t0 = time.perf_counter()
+            export_onnx(model, torch.randn(1, 3, *trace), path, exporter=exporter, dynamic=True)
+            export_s = time.perf_counter() - t0
+            session = onnx_session(path, providers)
+            model = model.to(cfg.device)
+            x = torch.randn(cfg.batch, 3, *size, generator=torch.Generator().manual_seed(cfg.seed)).to(cfg.device)
+            with torch.no_grad():
+                ref = model(x)
+            got = run_onnx(session, x)
+            diff = check_parity([r.cpu() for r in ref], got, atol=atol,
+                                what=f'[{suite}] onnxruntime vs eager {label}')
+            stats = time_group({'eager': lambda: _fwd(model, x), 'ort': lambda: run_onnx(session, x)},
+                               warmup=max(cfg.warmup, 1), reps=cfg.reps, min_run_time=cfg.min_run_time)
+            e = results.add(Row(suite, f'{label} eager', 'ropevit', size, 'fwd', 'fp32', stats['eager']))
+            o = results.add(Row(suite, f'{label} onnxruntime', 'onnxruntime', size, 'fwd', 'fp32', stats['ort'],
+                                parity=f'max abs diff {diff:.1e} vs eager',
+                                extra={'export_s': export_s, 'traced_at': size_str(trace),
+                                       'providers': ','.join(providers)}))
+            results.ratio(f'eager / onnxruntime time (speed-up), {label}', e, o)
+            results.notes.append(f'deploy {label}: ONNX ({exporter}, dynamic H/W) traced at {size_str(trace)}, '
+                                 f'run at {size_str(size)} on {providers[0]}; export {export_s:.1f} s; max abs diff '
+                                 f'vs eager {diff:.1e}')
+            cfg.log(f'  deploy {label}: export {export_s:.1f} s, eager {stats["eager"].median:.1f} ms, '
+                    f'onnxruntime {stats["ort"].median:.1f} ms, diff {diff:.1e}')
+            _free(cfg)

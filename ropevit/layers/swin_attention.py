@@ -98,7 +98,7 @@ class WindowMSA(nn.Module):
         """
         ws = self.window_size if window_size is None else window_size
         index = self.relative_position_index                                              # [N0, N0]
-        if not isinstance(ws, int) or ws != self.window_size:   # symbolic (export): always slice
+        if ws != self.window_size:
             w0 = self.window_size
             # The top-left ws x ws positions of the built window have exactly the offsets of
             # a ws window: a view of the cached index, no new table.
@@ -144,7 +144,7 @@ class WindowMSA(nn.Module):
             nw = mask.shape[0]
             mask = mask.to(q.dtype)[:, None]                    # [nW, 1, N, N]
             bias = mask if bias is None else bias.to(q.dtype) + mask  # [nW, nh|1, N, N]
-            bias = bias.unsqueeze(0).expand(b_ // nw, -1, -1, -1, -1).reshape(b_, -1, n, n)  # [B_, nh|1, N, N]
+            bias = bias.repeat(b_ // nw, 1, 1, 1)                     # [B_, nh|1, N, N] (batch-major tiles)
         elif bias is not None:
             bias = bias.to(q.dtype)
         x = F.scaled_dot_product_attention(
@@ -192,14 +192,13 @@ class ShiftWindowMSA(nn.Module):
         b, l, c = x.shape
         h, w = hw
         ws, s = (self.window_size, self.shift_size) if window is None else window
-        roll = not isinstance(s, int) or s > 0        # a symbolic shift (export) may be 0: roll by it
         x = x.view(b, h, w, c)
         x, padded_hw = pad_to_multiple(x, ws)                              # [B, Hp, Wp, C]
-        if roll:
+        if s:
             x = torch.roll(x, (-s, -s), (1, 2))
         x = self.w_msa(window_partition(x, ws), mask, rope, window_size=ws)  # [B*nW, N, C]
         x = window_unpartition(x, ws, padded_hw, padded_hw)                # [B, Hp, Wp, C]
-        if roll:
+        if s:
             x = torch.roll(x, (s, s), (1, 2))
         x = contiguous(x[:, :h, :w]).view(b, h * w, c)                     # [B, H*W, C]
         return self.drop(x)

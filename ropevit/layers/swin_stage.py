@@ -11,7 +11,7 @@ from .patch_merging import PatchMerging
 from .rope import RopeType
 from .rope_tables import RopeTables, TableCache, axial_tables, build_rope_tables, token_coords
 from .swin_block import SwinBlock
-from .window import WindowRule, check_window_rule, effective_window, shifted_window_mask
+from .window import WindowRule, check_window_rule, effective_window, padded_size, shifted_window_mask
 
 #: Grids whose masks a stage keeps. One: a fixed-size loop (sliding-window inference, a
 #: benchmark, video) hits it; a stage-0 mask of Swin-T at 800x1333 is ~13 MB, so keeping
@@ -103,10 +103,10 @@ class SwinStage(nn.Module):
 
     def _build_masks(self, hw: tuple[int, int], device: torch.device, dtype: torch.dtype) -> Masks:
         ws, shift = self.window_plan(hw)
-        padded = (-(-hw[0] // ws) * ws, -(-hw[1] // ws) * ws)
+        padded = (padded_size(hw[0], ws), padded_size(hw[1], ws))
         real = hw if self.mask_padding else padded
         unshifted = shifted_window_mask(padded, ws, 0, real, device=device, dtype=dtype)
-        if isinstance(shift, int) and shift == 0:
+        if shift == 0:
             return unshifted, unshifted                    # no block of this grid shifts
         return unshifted, shifted_window_mask(padded, ws, shift, real, device=device, dtype=dtype)
 

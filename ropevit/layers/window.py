@@ -42,17 +42,31 @@ def effective_window(hw: tuple[int, int], window_size: int, shift_size: int,
       from the actual grid, which equals the original built with ``img_size`` equal to
       the input size. Otherwise as ``'mmdet'``.
 
-    Under ``torch.export`` the sizes may be symbolic: the ``'original'`` rule then returns
-    symbolic ``(window, shift)`` (``sym_min`` / ``sym_ite``), so the exported graph picks the
-    window from the input's grid as eager does.
+    Under ``torch.export`` the sizes are symbolic and the rule cannot pick a window per grid
+    without making every later size a function of it: an exported ``'original'`` stage uses
+    ``(window_size, shift_size)`` and records the condition ``min(H, W) > window_size`` as a
+    run-time check of the program (``torch._check``), so a smaller input is refused rather
+    than computed differently from eager. (TorchScript tracing bakes the branch taken at the
+    example size.)
     """
     h, w = hw
     if window_rule != 'original':
         return window_size, shift_size
-    short = min(h, w) if isinstance(h, int) and isinstance(w, int) else torch.sym_min(h, w)
-    if isinstance(short, int):
-        return (short, 0) if short <= window_size else (window_size, shift_size)
-    return torch.sym_min(short, window_size), torch.sym_ite(short > window_size, shift_size, 0)
+    if isinstance(h, torch.SymInt) or isinstance(w, torch.SymInt):
+        torch._check(torch.sym_min(h, w) > window_size,
+                     lambda: f"window_rule='original' exported for grids larger than the window "
+                             f'({window_size}); this input has a smaller stage grid')
+        return window_size, shift_size
+    short = min(int(h), int(w))
+    if short <= window_size:
+        return short, 0
+    return window_size, shift_size
+
+
+def padded_size(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple``: one formula for every caller, so that
+    symbolic sizes (``torch.export``) of the padded grid, its windows and masks agree."""
+    return -(-n // multiple) * multiple
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -63,11 +77,10 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
         amounts computed from the input's shape, maybe zero), never skipped by a branch.
     """
     _, h, w, _ = x.shape
-    pad_h = (multiple - h % multiple) % multiple
-    pad_w = (multiple - w % multiple) % multiple
-    if is_exporting() or pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    return x, (h + pad_h, w + pad_w)
+    hp, wp = padded_size(h, multiple), padded_size(w, multiple)
+    if is_exporting() or hp != h or wp != w:
+        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+    return x, (hp, wp)
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -75,7 +88,8 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     b, hp, wp, c = x.shape
     ws = window_size
     x = x.view(b, hp // ws, ws, wp // ws, ws, c)                    # [B, nWh, ws, nWw, ws, C]
-    return contiguous(x.permute(0, 1, 3, 2, 4, 5)).view(-1, ws * ws, c)  # [B*nW, ws*ws, C]
+    nw = (hp // ws) * (wp // ws)
+    return contiguous(x.permute(0, 1, 3, 2, 4, 5)).view(b * nw, ws * ws, c)  # [B*nW, ws*ws, C]
 
 
 def window_unpartition(windows: torch.Tensor, window_size: int, padded_hw: tuple[int, int],
@@ -126,7 +140,7 @@ def window_key_mask(hw: tuple[int, int], window_size: int, *,
     """
     h, w = hw
     ws = window_size
-    hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+    hp, wp = padded_size(h, ws), padded_size(w, ws)
     if not is_exporting() and (hp, wp) == (h, w):
         return None                                  # (an exported graph always masks: no branch on the size)
     valid = valid_token_map(hw, (hp, wp), device=device)[None, :, :, None]  # [1, Hp, Wp, 1]
@@ -152,10 +166,9 @@ def shifted_window_mask(padded_hw: tuple[int, int], window_size: int, shift_size
     hp, wp = padded_hw
     ws = window_size
     hw = hw or padded_hw
-    symbolic = not isinstance(shift_size, int)       # torch.export of window_rule='original'
     if not is_exporting() and shift_size == 0 and tuple(hw) == (hp, wp):
         return None
-    if symbolic or is_exporting():
+    if is_exporting():
         region = _shift_regions(hp, wp, ws, shift_size, device)                  # [Hp, Wp]
     else:
         region = torch.zeros(hp, wp, device=device)
@@ -167,7 +180,7 @@ def shifted_window_mask(padded_hw: tuple[int, int], window_size: int, shift_size
                     region[hs, wsl] = label
                     label += 1
     valid = valid_token_map(tuple(hw), (hp, wp), device=device)
-    if symbolic or shift_size > 0:
+    if shift_size > 0:
         # The region labels above are already in the rolled frame (as in Swin), so only
         # the validity map, defined on the un-rolled grid, is rolled.
         valid = torch.roll(valid, (-shift_size, -shift_size), (0, 1))
