@@ -102,7 +102,7 @@ def onnx_session(path: str, providers: Optional[Sequence[str]] = None):
     """An onnxruntime ``InferenceSession`` (CPU unless ``providers`` says otherwise)."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4          # errors reach the caller as exceptions
     return ort.InferenceSession(path, opts, providers=list(providers or ['CPUExecutionProvider']))
 
 

@@ -65,8 +65,9 @@ def effective_window(hw: tuple[int, int], window_size: int, shift_size: int,
 
 def padded_size(n: int, multiple: int) -> int:
     """``n`` rounded up to a multiple of ``multiple``: one formula for every caller, so that
-    symbolic sizes (``torch.export``) of the padded grid, its windows and masks agree."""
-    return -(-n // multiple) * multiple
+    symbolic sizes (``torch.export``) of the padded grid, its windows and masks agree. Positive
+    operands only: ONNX's integer division truncates, Python's floors."""
+    return (n + multiple - 1) // multiple * multiple
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
