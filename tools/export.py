@@ -87,7 +87,9 @@ def verify_shapes(shape: Sequence[int], batch: int, dynamic: bool) -> list[tuple
 
 def build(cfg, checkpoint: Optional[str], allow_partial: bool, device: str):
     """The config's model in eval mode, with the checkpoint loaded strictly (or random weights)."""
+    from mmengine.registry import init_default_scope
     scope = cfg.get('default_scope', 'mmdet')
+    init_default_scope(scope)
     if scope == 'mmseg':
         from mmseg.registry import MODELS
     else:

@@ -13,7 +13,7 @@ grid, a global ``H x W`` grid (ViT) or a ``ws x ws`` window (ViTDet windows, Swi
   coordinates.
 
 :class:`TableCache` holds the caching rules in one place: nothing is cached while
-``torch.compile`` traces, and tables made under ``torch.inference_mode`` are kept apart.
+a tracer (compile, export) runs, and tables made under ``torch.inference_mode`` are kept apart.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class RopeTables(NamedTuple):
     ``sin = 0``), so prefix tokens (a class token) are rotated with the patch tokens and
     come out unchanged. ``rot``: their complex ``cos + i sin`` (``rope_rotation``), made
     once per table so attention does not rebuild it per block; None while
-    ``torch.compile`` traces (the compiled rotation uses ``cos``/``sin``).
+    ``torch.compile``, ``torch.export`` or ``torch.jit.trace`` traces (they rotate with ``cos``/``sin``).
 
     Stacked tables of several blocks (``[D, nh, L, P]``) are split by :meth:`unstack`.
     """

@@ -3,7 +3,9 @@
 * Segmentors (mmseg ``EncoderDecoder``): the **whole** model. Backbone, neck and decode head
   (UperNet, FCN: convolutions, pooling, resizes) are standard ops; the output is the
   per-class logits resized to the input, as ``EncoderDecoder.predict`` computes them
-  before the argmax (the auxiliary head is a training-only branch and is left out).
+  before the argmax (the auxiliary head is a training-only branch and is left out). Its
+  pyramid pooling (``AdaptiveAvgPool2d(k > 1)``) is swapped for the same pooling as a
+  matrix product (``ropevit.deploy.pooling``), the one form that exports with dynamic sizes.
 * Detectors (mmdet): **backbone + neck**, the feature pyramid. RPN proposal selection and
   the RoI heads need mmcv's ``RoIAlign`` and ``nms`` (``mmcv::`` custom ops with no
   standard ONNX form); they are not exported. Run them in PyTorch on the exported
@@ -42,6 +44,8 @@ class SegmentorLogits(nn.Module):
 
     def __init__(self, segmentor: nn.Module) -> None:
         super().__init__()
+        from ropevit.deploy.pooling import make_pooling_exportable
+        make_pooling_exportable(segmentor)
         self.segmentor = segmentor
         self.align_corners = bool(getattr(segmentor.decode_head, 'align_corners', False))
 

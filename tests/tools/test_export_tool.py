@@ -58,9 +58,12 @@ def test_export_det_backbone_and_neck_torchscript_with_a_checkpoint(tmp_path: Pa
     assert _onnx_vs_eager(out, FeaturePyramid(model).eval(), (2, 3, 70, 111)) <= 1e-4
 
 
-def test_export_whole_segmentor_dynamo(tmp_path: Path):
+def test_export_whole_segmentor(tmp_path: Path):
+    # TorchScript here for CI's time (the dynamo exporter takes minutes on this model on 2 cores; both
+    # exporters are checked on every backbone in tests/deploy); the pyramid pooling is swapped for its
+    # exportable form either way.
     out = tmp_path / 'seg.onnx'
-    r = _run([SEG, '--shape', 96, 128, '--out', out], tmp_path)
+    r = _run([SEG, '--torchscript', '--shape', 96, 128, '--out', out], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'segmentor' in r.stdout and 'verified: max difference' in r.stdout
     import onnxruntime as ort
@@ -71,7 +74,8 @@ def test_export_whole_segmentor_dynamo(tmp_path: Path):
 
 def test_export_torch_export_format_round_trips(tmp_path: Path):
     out = tmp_path / 'det.pt2'
-    r = _run([DET, '--format', 'torch-export', '--shape', 64, 96, '--out', out], tmp_path)
+    small = ['--cfg-options', 'model.backbone.depths=[1,1,1,1]']           # CI's time: one block per stage
+    r = _run([DET, '--format', 'torch-export', '--shape', 64, 96, '--out', out, *small], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     program = torch.export.load(str(out)).module()
     feats = program(torch.randn(2, 3, 70, 83))
