@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Union
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
-from timm.layers import LayerNorm2d
+from ropevit.necks.simple_fpn import LayerNorm2d  # timm's, export-safe
 
 from ropevit.checkpoint.vit import EXPECTED_NEW_KEYS, convert_vit_state_dict
 from ropevit.models import vit as core

@@ -12,10 +12,25 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import LayerNorm2d
+from timm.layers import LayerNorm2d as _TimmLayerNorm2d
 from torch import nn
 
+from ropevit.layers.tracing import contiguous, is_exporting
+
 NormLayer2d = Callable[[int], nn.Module]
+
+
+class LayerNorm2d(_TimmLayerNorm2d):
+    """timm's channels-first LayerNorm (same keys, same eager forward). Under an exporter the
+    channels-last copy is made explicit: a layer norm of a permuted view makes ``torch.export`` ask
+    whether the batch or a side is 1, which would specialise the program to the example."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not is_exporting():
+            return super().forward(x)
+        x = contiguous(x.permute(0, 2, 3, 1))                                          # [B, H, W, C]
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return contiguous(x.permute(0, 3, 1, 2))                                       # [B, C, H, W]
 ALLOWED_SCALES = (4.0, 2.0, 1.0, 0.5)
 
 
