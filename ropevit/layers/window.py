@@ -108,13 +108,14 @@ def window_unpartition(windows: torch.Tensor, window_size: int, padded_hw: tuple
     return x[:, :h, :w].contiguous() if (hp, wp) != (h, w) else x
 
 
-def _shift_regions(hp, wp, ws, shift, device: Optional[torch.device]) -> torch.Tensor:
+def _shift_regions(hp: int, wp: int, ws: int, shift: int, device: Optional[torch.device]) -> torch.Tensor:
     """``[Hp, Wp]`` float region labels of Swin's shift mask, from comparisons (no slice
     assignment, no branch): a row is in band 0 (``< Hp - ws``), 1 (``< Hp - shift``) or 2,
-    and so is a column; the label is ``3 * row_band + col_band``. With ``shift = 0`` band 1
-    is empty and the labels of a window agree, so the mask is the no-shift one.
+    and so is a column; the label is ``3 * row_band + col_band``. With ``shift = 0`` band 2
+    is empty and band 1 is the last row (column) of windows, so all labels inside a window
+    agree and the mask is the no-shift one.
     """
-    def bands(n):
+    def bands(n: int) -> torch.Tensor:
         r = torch.arange(n, device=device)                                      # [n]
         return (r >= n - ws).float() + (r >= n - shift).float()                 # [n] in {0, 1, 2}
     return bands(hp)[:, None] * 3 + bands(wp)[None, :]                          # [Hp, Wp]
