@@ -68,6 +68,13 @@ def _swin_cfg(root: Path, work_dir: Path) -> Config:
     return _common(cfg, root, work_dir)
 
 
+#: The ViTDet arm trains 40 iterations. In the environment a fresh `make setup` gave on 2026-12-03, 14
+#: iterations lifted its bbox mAP only 0.012 -> 0.024 (it was 0.233 in 2026-12-02's environment). The
+#: previous commit, 6035617, gives the same numbers there, so an installed package changed, not the model.
+#: 24 iterations: 0.020 (mAP_50 0.167); 40 clear the margins below.
+VIT_ITERS = 40
+
+
 def _vit_cfg(root: Path, work_dir: Path) -> Config:
     cfg = Config.fromfile(str(ROOT / 'configs/mask_rcnn_rope_vit_b.py'))
     assert cfg.model.backbone.type == 'RoPEViT' and cfg.model.neck.type == 'SimpleFPN'
@@ -87,14 +94,14 @@ def _vit_cfg(root: Path, work_dir: Path) -> Config:
                       mask_roi_extractor=dict(roi_layer=dict(sampling_ratio=2))),
         train_cfg=dict(rpn=dict(sampler=dict(num=128)), rcnn=dict(sampler=dict(num=64))))))
     cfg.model.roi_head.bbox_head.conv_out_channels = 32
-    return _common(cfg, root, work_dir)
+    return _common(cfg, root, work_dir, iters=VIT_ITERS)
 
 
-def _common(cfg: Config, root: Path, work_dir: Path) -> Config:
+def _common(cfg: Config, root: Path, work_dir: Path, iters: int = 14) -> Config:
     cfg.model.backbone.init_cfg = None
     cfg.model.test_cfg.rcnn.score_thr = 0.0  # a 14-iteration model is unsure: keep every detection for the metric
     _data(cfg, root)
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=14, val_interval=1000)
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=1000)
     cfg.val_cfg, cfg.test_cfg = dict(type='ValLoop'), dict(type='TestLoop')
     cfg.param_scheduler = []
     cfg.optim_wrapper.optimizer = dict(type='AdamW', lr=2e-3, weight_decay=0.0)
@@ -144,7 +151,7 @@ def test_train_then_coco_eval(make_cfg, coco_root: Path, tmp_path: Path, one_thr
     runner.train()
     untrained = record.metrics[0]
     losses = list(runner.message_hub.get_scalar('train/loss').data[0])
-    assert len(losses) == 14
+    assert len(losses) == cfg.train_cfg.max_iters
     assert all(math.isfinite(v) for v in losses), losses
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < 0.8 * first, losses  # overfitting two images: a clear decrease, not noise
