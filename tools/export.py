@@ -82,7 +82,7 @@ def verify_shapes(shape: Sequence[int], batch: int, dynamic: bool) -> list[tuple
     first = (batch, 3, h, w)
     if not dynamic:
         return [first]
-    return [first, (1, 3, h * 3 // 4 + 7, w + 21), (2 if dynamic else batch, 3, h + 45, w * 2 // 3 + 5)]
+    return [first, (1, 3, h * 3 // 4 + 7, w + 21), (2, 3, h + 45, w * 2 // 3 + 5)]
 
 
 def build(cfg, checkpoint: Optional[str], allow_partial: bool, device: str):
