@@ -34,10 +34,14 @@ def load(paths: list[str]) -> tuple[str, list[float], list[str], np.ndarray]:
     return first['metric'], first['scales'], first['columns'], values
 
 
-def to_markdown(metric: str, scales: list[float], columns: list[str], values: np.ndarray) -> str:
+def to_markdown(metric: str, scales: list[float], columns: list[str], values: np.ndarray, *,
+                row_header: str = 'test scale', control: Optional[str] = None) -> str:
+    """Mean ± sample std per scale, the change vs 1x, and (with ``control``) every column's margin
+    over the control column at 1x, paired by seed (mean ± std of the per-seed differences)."""
     mean, std = values.mean(0), values.std(0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1:])
+    head = f'| {row_header} | ' + ' | '.join(columns) + ' |'
     rows = [f'_{metric}, mean ± std over {len(values)} training seed(s)_', '',
-            '| test scale | ' + ' | '.join(columns) + ' |', '|---:|' + '---:|' * len(columns)]
+            head, '|---:|' + '---:|' * len(columns)]
     for j, s in enumerate(scales):
         rows.append(f'| {s:g}x | ' + ' | '.join(f'{mean[i, j]:.1f} ± {std[i, j]:.1f}' for i in range(len(columns)))
                     + ' |')
@@ -46,9 +50,19 @@ def to_markdown(metric: str, scales: list[float], columns: list[str], values: np
         k = scales.index(1.0)
         rel = values - values[:, :, k:k + 1]
         rows += ['', f'_change vs. 1x ({metric} points), mean over seeds_', '',
-                 '| test scale | ' + ' | '.join(columns) + ' |', '|---:|' + '---:|' * len(columns)]
+                 head, '|---:|' + '---:|' * len(columns)]
         for j, s in enumerate(scales):
             rows.append(f'| {s:g}x | ' + ' | '.join(f'{rel[:, i, j].mean():+.1f}' for i in range(len(columns))) + ' |')
+        if control is not None:
+            if control not in columns:
+                raise ValueError(f'control column {control!r} is not among {columns}')
+            margin = values[:, :, k] - values[:, columns.index(control), k][:, None]     # [runs, columns]
+            spread = margin.std(0, ddof=1) if len(values) > 1 else np.zeros(len(columns))
+            others = [i for i, c in enumerate(columns) if c != control]
+            rows += ['', f'_margin over {control} at 1x ({metric} points, paired by seed): mean ± std, min_', '',
+                     '| | ' + ' | '.join(columns[i] for i in others) + ' |', '|---:|' + '---:|' * len(others),
+                     '| margin | ' + ' | '.join(f'{margin[:, i].mean():+.1f} ± {spread[i]:.1f}, min {margin[:, i].min():+.1f}'
+                                              for i in others) + ' |']
     return '\n'.join(rows) + '\n'
 
 
@@ -78,11 +92,13 @@ def plot_vs_scale(path: str, scales: Sequence[float], lines: dict[str, Sequence[
     plt.close(fig)
 
 
-def plot(metric: str, scales: list[float], columns: list[str], values: np.ndarray, path: str, title: str) -> None:
+def plot(metric: str, scales: list[float], columns: list[str], values: np.ndarray, path: str, title: str, *,
+         xlabel: str = 'test scale (× training resolution)') -> None:
     """Mean over seeds per model, with the min..max band when there are several seeds."""
     bands = {c: (values[:, i].min(0), values[:, i].max(0)) for i, c in enumerate(columns)} if len(values) > 1 else None
     plot_vs_scale(path, scales, {c: values[:, i].mean(0) for i, c in enumerate(columns)}, bands=bands,
-                  ylabel=f'{metric} (mean; band = min..max over {len(values)} seeds)', title=title, title_size=10)
+                  ylabel=f'{metric} (mean; band = min..max over {len(values)} seeds)', title=title, title_size=10,
+                  xlabel=xlabel)
 
 
 def main() -> None:
@@ -90,10 +106,12 @@ def main() -> None:
     parser.add_argument('results', nargs='+', help='results.json files written by sweep.py / run_study.py')
     parser.add_argument('--out-dir', default='.')
     parser.add_argument('--title', default='tiny ViT segmentation trained at 64 px: mIoU vs test scale')
+    parser.add_argument('--row-header', default='test scale')
+    parser.add_argument('--control', default=None, help='column to report every other column\'s margin over')
     args = parser.parse_args()
     metric, scales, columns, values = load(args.results)
     os.makedirs(args.out_dir, exist_ok=True)
-    table = to_markdown(metric, scales, columns, values)
+    table = to_markdown(metric, scales, columns, values, row_header=args.row_header, control=args.control)
     with atomic_write(osp.join(args.out_dir, 'results.md'), 'w') as f:
         f.write(table)
     plot(metric, scales, columns, values, osp.join(args.out_dir, 'results.png'), args.title)

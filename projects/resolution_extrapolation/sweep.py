@@ -10,7 +10,11 @@ model). A forward pre-hook on the backbone records the input size each model rea
 Segmentors are evaluated with ``test_cfg.mode='whole'``, so the backbone sees the whole resized
 image (sliding-window inference would feed it fixed-size crops whatever the scale). With
 ``--window-size N``, models whose backbone has a ``window_size`` are evaluated a second time with
-that window (a relative position bias table, if any, is resized bicubically).
+that window (a relative position bias table, if any, is resized bicubically). With
+``--rope-coords interpolate normalized ...``, models whose backbone has RoPE are evaluated once more
+per coordinate rule, without retraining (``rope_coords`` of RoPEViT / RoPESwin;
+``--rope-ref-size`` sets the reference size of ``'interpolate'``). ``--data-prefix IMG SEG``, once
+per scale, evaluates each scale on its own split (larger scenes at the same object scale).
 
 Usage::
 
@@ -174,7 +178,30 @@ def _check_model_type(cfg: Config, task: Task) -> None:
                          f'{cfg.default_scope}; known: {known}')
 
 
-def prepare_config(config: str | Config, *, work_dir: str, window_size: Optional[int] = None) -> Config:
+ROPE_BACKBONES = ('RoPEViT', 'RoPESwin')
+
+
+def has_rope(backbone: dict) -> bool:
+    """Whether a backbone config is a ropevit backbone with RoPE (the coordinate rules apply)."""
+    kind = str(backbone.get('type', '')).split('.')[-1]
+    return kind in ROPE_BACKBONES and backbone.get('rope', 'mixed') != 'none'
+
+
+def set_rope_coords(backbone: dict, rope_coords: str, ref_size: Optional[int] = None, *, config: str = '') -> None:
+    """Switch a trained backbone config to another coordinate rule (test time: no augmentation)."""
+    from ropevit.layers.rope_coords import check_rope_coords
+    if not has_rope(backbone):
+        raise ValueError(f'--rope-coords {rope_coords}: backbone {backbone.get("type")!r} of {config} has no '
+                         f'RoPE (allowed: {ROPE_BACKBONES} with rope != "none")')
+    check_rope_coords(rope_coords, ref_size)
+    backbone['rope_coords'] = rope_coords
+    backbone.pop('rope_coords_aug', None)              # train-time only, and only valid with 'normalized'
+    if ref_size is not None:
+        backbone['rope_ref_size'] = ref_size
+
+
+def prepare_config(config: str | Config, *, work_dir: str, window_size: Optional[int] = None,
+                   rope_coords: Optional[str] = None, rope_ref_size: Optional[int] = None) -> Config:
     cfg = Config.fromfile(config) if isinstance(config, str) else copy.deepcopy(config)
     task = task_of(cfg)
     for key in ('test_dataloader', 'test_evaluator', 'model'):
@@ -189,6 +216,8 @@ def prepare_config(config: str | Config, *, work_dir: str, window_size: Optional
             raise ValueError(f'--window-size {window_size}: backbone {backbone.get("type")!r} of '
                              f'{cfg.filename} has no window_size')
         backbone['window_size'] = window_size
+    if rope_coords is not None:
+        set_rope_coords(cfg.model.backbone, rope_coords, rope_ref_size, config=cfg.filename)
     cfg.work_dir = work_dir
     cfg.load_from, cfg.resume = None, False
     cfg.test_cfg = cfg.get('test_cfg') or dict(type='TestLoop')
@@ -239,9 +268,12 @@ def load_trained_checkpoint(model: torch.nn.Module, path: str, *, config: str = 
 
 # ----------------------------------------------------------------------------- evaluation
 
-def build_runner(spec: ModelSpec, *, work_dir: str, window_size: Optional[int] = None) -> Runner:
-    """A Runner for ``spec.config`` with the trained weights loaded (strictly)."""
-    cfg = prepare_config(spec.config, work_dir=work_dir, window_size=window_size)
+def build_runner(spec: ModelSpec, *, work_dir: str, window_size: Optional[int] = None,
+                 rope_coords: Optional[str] = None, rope_ref_size: Optional[int] = None) -> Runner:
+    """A Runner for ``spec.config`` with the trained weights loaded (strictly), optionally with
+    another window size or RoPE coordinate rule."""
+    cfg = prepare_config(spec.config, work_dir=work_dir, window_size=window_size, rope_coords=rope_coords,
+                         rope_ref_size=rope_ref_size)
     runner = Runner.from_cfg(cfg)
     runner.call_hook('before_run')                                      # as Runner.test() does (log paths)
     load_trained_checkpoint(unwrap(runner.model), spec.checkpoint, config=spec.config,
@@ -253,8 +285,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if is_model_wrapper(model) else model
 
 
-def evaluate_at_scale(runner: Runner, scale: float) -> tuple[dict[str, float], list[tuple[int, int]]]:
-    """Run the config's test loop with the Resize target times ``scale``.
+def evaluate_at_scale(runner: Runner, scale: float, data_prefix: Optional[dict] = None
+                      ) -> tuple[dict[str, float], list[tuple[int, int]]]:
+    """Run the config's test loop with the Resize target times ``scale`` (on the split of
+    ``data_prefix`` = ``dict(img_path, seg_map_path)`` if given).
 
     Returns the metrics and the ``(H, W)`` of every batch the backbone saw.
     """
@@ -267,7 +301,16 @@ def evaluate_at_scale(runner: Runner, scale: float) -> tuple[dict[str, float], l
     model = unwrap(runner.model)
     handle = model.backbone.register_forward_pre_hook(record)
     try:
-        loop = TestLoop(runner, scaled_test_dataloader(cfg, scale), copy.deepcopy(cfg.test_evaluator))
+        dataloader = scaled_test_dataloader(cfg, scale)
+        if data_prefix is not None:
+            dataset = _dataset_with_pipeline(dataloader['dataset'])
+            root = dataset.get('data_root') or ''
+            for path in data_prefix.values():
+                if not osp.isdir(osp.join(root, path)):
+                    raise FileNotFoundError(f'--data-prefix: {osp.join(root, path)} is not a folder '
+                                            f'(projects/resolution_extrapolation/make_data.py writes the study\'s)')
+            dataset['data_prefix'] = dict(data_prefix)
+        loop = TestLoop(runner, dataloader, copy.deepcopy(cfg.test_evaluator))
         metrics = loop.run()
     finally:
         handle.remove()
@@ -276,12 +319,20 @@ def evaluate_at_scale(runner: Runner, scale: float) -> tuple[dict[str, float], l
 
 def sweep(specs: Sequence[ModelSpec], scales: Sequence[float], *, work_dir: str,
           window_size: Optional[int] = None, metric: Optional[str] = None,
+          rope_coords: Sequence[str] = (), rope_ref_size: Optional[int] = None,
+          data_prefixes: Optional[Sequence[dict]] = None,
           log: Callable[[str], None] = print) -> SweepResult:
-    """Evaluate every model at every scale (and, for windowed backbones, with ``window_size``)."""
+    """Evaluate every model at every scale (and, for windowed backbones, with ``window_size``; for
+    RoPE backbones, with every coordinate rule of ``rope_coords`` other than the trained one).
+
+    ``data_prefixes``: one ``dict(img_path, seg_map_path)`` per scale (its own split per scale).
+    """
     if not specs:
         raise ValueError('no models given')
     if not scales:
         raise ValueError('no test scales given')
+    if data_prefixes is not None and len(data_prefixes) != len(scales):
+        raise ValueError(f'{len(data_prefixes)} data prefixes for {len(scales)} scales; give one per scale')
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f'model names must be unique, got {names}')
@@ -293,16 +344,20 @@ def sweep(specs: Sequence[ModelSpec], scales: Sequence[float], *, work_dir: str,
     values: dict[str, list[float]] = {}
     input_hw: dict[str, list[list[tuple[int, int]]]] = {}
     for spec in specs:
-        runs: list[tuple[str, Optional[int]]] = [(spec.name, None)]
-        if window_size is not None and 'window_size' in Config.fromfile(spec.config).model.get('backbone', {}):
-            runs.append((f'{spec.name} (window {window_size})', window_size))
-        for column, ws in runs:
+        backbone = Config.fromfile(spec.config).model.get('backbone', {})
+        runs: list[tuple[str, Optional[int], Optional[str]]] = [(spec.name, None, None)]
+        if window_size is not None and 'window_size' in backbone:
+            runs.append((f'{spec.name} (window {window_size})', window_size, None))
+        if has_rope(backbone):
+            trained = backbone.get('rope_coords', 'index')
+            runs += [(f'{spec.name} ({c})', None, c) for c in rope_coords if c != trained]
+        for column, ws, coords in runs:
             runner = build_runner(spec, work_dir=osp.join(work_dir, 'runs', column.replace(' ', '_')),
-                                  window_size=ws)
+                                  window_size=ws, rope_coords=coords, rope_ref_size=rope_ref_size)
             columns.append(column)
             values[column], input_hw[column] = [], []
-            for s in scales:
-                metrics, seen = evaluate_at_scale(runner, s)
+            for i, s in enumerate(scales):
+                metrics, seen = evaluate_at_scale(runner, s, None if data_prefixes is None else data_prefixes[i])
                 if metric not in metrics:
                     raise KeyError(f'metric {metric!r} not reported by {spec.config}; got {sorted(metrics)}')
                 values[column].append(metrics[metric])
@@ -345,6 +400,12 @@ def main(argv: Optional[Sequence[str]] = None) -> SweepResult:
                         help='test scales relative to the test pipeline Resize (default 0.5..2)')
     parser.add_argument('--window-size', type=int, default=None,
                         help='also evaluate windowed backbones with this window size')
+    parser.add_argument('--rope-coords', nargs='+', default=[], choices=['index', 'interpolate', 'normalized'],
+                        help='also evaluate RoPE backbones with these coordinate rules (no retraining)')
+    parser.add_argument('--rope-ref-size', type=int, default=None,
+                        help="reference image size (px) of --rope-coords interpolate (default: the backbone's)")
+    parser.add_argument('--data-prefix', nargs=2, action='append', default=None, metavar=('IMG', 'SEG'),
+                        help='evaluate a scale on this split (relative to data_root); give one per scale')
     parser.add_argument('--metric', default=None, help='metric key (default mIoU / coco/bbox_mAP)')
     parser.add_argument('--out-dir', default='work_dirs/resolution_extrapolation')
     parser.add_argument('--title', default='Resolution extrapolation')
@@ -353,7 +414,14 @@ def main(argv: Optional[Sequence[str]] = None) -> SweepResult:
         specs = [parse_model(m) for m in args.model]
     except argparse.ArgumentTypeError as e:
         parser.error(str(e))
-    result = sweep(specs, args.scales, work_dir=args.out_dir, window_size=args.window_size, metric=args.metric)
+    prefixes = None
+    if args.data_prefix is not None:
+        if len(args.data_prefix) != len(args.scales):
+            parser.error(f'--data-prefix given {len(args.data_prefix)} times for {len(args.scales)} scales; '
+                         f'give one per scale')
+        prefixes = [dict(img_path=i, seg_map_path=m) for i, m in args.data_prefix]
+    result = sweep(specs, args.scales, work_dir=args.out_dir, window_size=args.window_size, metric=args.metric,
+                   rope_coords=args.rope_coords, rope_ref_size=args.rope_ref_size, data_prefixes=prefixes)
     paths = write_outputs(result, args.out_dir, title=args.title)
     print(result.to_markdown())
     print('wrote ' + ', '.join(paths.values()))

@@ -23,6 +23,7 @@ from typing import Callable, Hashable, NamedTuple, Optional, TypeVar
 import torch
 
 from .rope import axial_frequencies, grid_coords, rope_cos_sin, rope_rotation
+from .rope_coords import CoordMap
 from .tracing import is_tracing
 
 T = TypeVar('T')
@@ -51,13 +52,17 @@ class RopeTables(NamedTuple):
                            self.num_prefix_tokens) for i in range(self.cos.shape[0])]
 
 
-def token_coords(hw: tuple[int, int], *, num_prefix_tokens: int = 0,
-                 device: Optional[torch.device] = None) -> torch.Tensor:
+def token_coords(hw: tuple[int, int], *, num_prefix_tokens: int = 0, device: Optional[torch.device] = None,
+                 cmap: Optional[CoordMap] = None) -> torch.Tensor:
     """``[npt + H*W, 2]`` float32 ``(x, y)`` of the tokens of an ``H x W`` grid (row-major).
 
-    The ``npt`` prefix tokens sit at ``(0, 0)``: angle 0, so their rotation is exactly the identity.
+    ``cmap`` (:mod:`ropevit.layers.rope_coords`) maps the patch indices affinely (None or the
+    identity: the indices themselves). The ``npt`` prefix tokens sit at ``(0, 0)`` whatever the
+    map: angle 0, so their rotation is exactly the identity.
     """
     grid = grid_coords(*hw, device=device)                                    # [H*W, 2]
+    if cmap is not None and not cmap.is_identity:
+        grid = torch.stack([grid[:, 0] * cmap.ax + cmap.bx, grid[:, 1] * cmap.ay + cmap.by], -1)
     if num_prefix_tokens:
         grid = torch.cat([grid.new_zeros(num_prefix_tokens, 2), grid])        # [npt + H*W, 2]
     return grid
@@ -70,10 +75,10 @@ def build_rope_tables(freqs: torch.Tensor, coords: torch.Tensor, *, num_prefix_t
 
 
 def axial_tables(head_dim: int, theta: float, hw: tuple[int, int], device: torch.device, *,
-                 num_prefix_tokens: int = 0) -> RopeTables:
+                 num_prefix_tokens: int = 0, cmap: Optional[CoordMap] = None) -> RopeTables:
     """Fixed RoPE-Axial tables ``[npt + H*W, P]``, frequencies rebuilt from ``(head_dim, theta)``."""
     freqs = axial_frequencies(head_dim, theta, device=device)                # [2, P]
-    coords = token_coords(hw, num_prefix_tokens=num_prefix_tokens, device=device)
+    coords = token_coords(hw, num_prefix_tokens=num_prefix_tokens, device=device, cmap=cmap)
     with torch.no_grad():
         return build_rope_tables(freqs, coords, num_prefix_tokens=num_prefix_tokens)
 

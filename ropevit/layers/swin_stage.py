@@ -9,6 +9,7 @@ from torch import nn
 
 from .patch_merging import PatchMerging
 from .rope import RopeType
+from .rope_coords import CoordMap, RopeCoords, augment_map, coord_map
 from .rope_tables import RopeTables, TableCache, axial_tables, build_rope_tables, token_coords
 from .swin_block import SwinBlock
 from .window import WindowRule, check_window_rule, effective_window, padded_size, shifted_window_mask
@@ -41,6 +42,10 @@ class SwinStage(nn.Module):
         window_rule: ``'mmdet'`` (always ``window_size``, shifted blocks always shift) or
             ``'original'`` (Microsoft's Swin: a grid with ``min(H, W) <= window_size``
             gets window ``min(H, W)`` and no shift).
+        rope_coords: the coordinate rule (:mod:`ropevit.layers.rope_coords`), applied to the
+            stage's whole grid: a window gets local indices times the grid's step, so with
+            ``'interpolate'`` / ``'normalized'`` a window's positions depend on the image size.
+        ref_grid: the stage's reference grid in tokens (``'interpolate'``).
         drop_path_rates: one stochastic-depth rate per block.
         downsample: patch merging after the blocks, or None.
         **block_kwargs: :class:`~ropevit.layers.swin_block.SwinBlock` options.
@@ -48,7 +53,8 @@ class SwinStage(nn.Module):
 
     def __init__(self, embed_dims: int, num_heads: int, depth: int, window_size: int, *,
                  rope: RopeType = 'mixed', rope_theta: float = 10.0, mask_padding: bool = True,
-                 window_rule: WindowRule = 'mmdet', drop_path_rates: Optional[Sequence[float]] = None,
+                 window_rule: WindowRule = 'mmdet', rope_coords: RopeCoords = 'index',
+                 ref_grid: Optional[tuple[float, float]] = None, drop_path_rates: Optional[Sequence[float]] = None,
                  downsample: Optional[PatchMerging] = None, **block_kwargs) -> None:
         super().__init__()
         check_window_rule(window_rule)
@@ -58,6 +64,8 @@ class SwinStage(nn.Module):
         self.head_dim = embed_dims // num_heads
         self.mask_padding = mask_padding
         self.window_rule = window_rule
+        self.rope_coords = rope_coords
+        self.ref_grid = ref_grid
         rates = list(drop_path_rates) if drop_path_rates is not None else [0.0] * depth
         self.blocks = nn.ModuleList([
             SwinBlock(embed_dims, num_heads, window_size, shift=i % 2 == 1, drop_path_rate=rates[i],
@@ -71,9 +79,20 @@ class SwinStage(nn.Module):
         """Effective ``(window_size, shift_size of the shifted blocks)`` on an ``hw`` grid."""
         return effective_window(hw, self.window_size, self.window_size // 2, self.window_rule)
 
-    def block_tables(self, device: torch.device, window_size: Optional[int] = None) -> list[Optional[RopeTables]]:
+    def coord_map(self, hw: tuple[int, int], coord_aug: Optional[tuple[float, float, float, float]] = None
+                  ) -> CoordMap:
+        """The steps of the window-local coordinates on an ``hw`` grid (offsets dropped: windows
+        see coordinate differences only); ``coord_aug``: a draw of ``sample_augment``."""
+        cmap = coord_map(hw, self.rope_coords, self.ref_grid)
+        if coord_aug is not None:
+            cmap = augment_map(cmap, *coord_aug)
+        return cmap.local()
+
+    def block_tables(self, device: torch.device, window_size: Optional[int] = None,
+                     cmap: Optional[CoordMap] = None) -> list[Optional[RopeTables]]:
         """One :class:`RopeTables` per block for a ``window_size`` window (default: the built one),
-        window-local coordinates ``0 .. ws-1``; None per block for ``rope='none'``.
+        window-local coordinates ``0 .. ws-1`` times ``cmap``'s steps (None: the indices);
+        None per block for ``rope='none'``.
 
         Axial: the stage's cached table, shared. Mixed: the blocks' learnable frequencies
         stacked, so one table call per stage and forward builds every block's
@@ -83,11 +102,13 @@ class SwinStage(nn.Module):
         if self.rope_type == 'none':
             return [None] * n
         ws = self.window_size if window_size is None else window_size
-        key = (self.rope_type, ws, device)
+        cmap = cmap or CoordMap()
+        key = (self.rope_type, ws, device, *cmap)
         if self.rope_type == 'axial':
-            tables = self._rope_cache.get(key, lambda: axial_tables(self.head_dim, self.rope_theta, (ws, ws), device))
+            tables = self._rope_cache.get(key, lambda: axial_tables(self.head_dim, self.rope_theta, (ws, ws), device,
+                                                                    cmap=cmap))
             return [tables] * n
-        coords = self._rope_cache.get(key, lambda: token_coords((ws, ws), device=device))      # [ws*ws, 2]
+        coords = self._rope_cache.get(key, lambda: token_coords((ws, ws), device=device, cmap=cmap))  # [ws*ws, 2]
         freqs = torch.stack([blk.attn.w_msa.rope_freqs for blk in self.blocks], 1)             # [2, D, nh, P]
         return build_rope_tables(freqs, coords).unstack()                                      # D x [nh, N, P]
 
@@ -110,13 +131,17 @@ class SwinStage(nn.Module):
             return unshifted, unshifted                    # no block of this grid shifts
         return unshifted, shifted_window_mask(padded, ws, shift, real, device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]
+    def forward(self, x: torch.Tensor, hw: tuple[int, int],
+                coord_aug: Optional[tuple[float, float, float, float]] = None
                 ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor, tuple[int, int]]:
-        """``x [B, H*W, C]`` -> ``(x_down, hw_down, x_out, hw)`` like mmdet's stage."""
+        """``x [B, H*W, C]`` -> ``(x_down, hw_down, x_out, hw)`` like mmdet's stage.
+
+        ``coord_aug``: this forward's draw of the coordinate augmentation (training only)."""
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         ws, shift = self.window_plan(hw)
         masks = self.attention_masks(hw, x.device, dtype)
-        tables = self.block_tables(x.device, ws)
+        cmap = None if self.rope_coords == 'index' and coord_aug is None else self.coord_map(hw, coord_aug)
+        tables = self.block_tables(x.device, ws, cmap)
         for blk, rope in zip(self.blocks, tables):
             shifted = blk.attn.shift_size > 0
             x = blk(x, hw, masks[1 if shifted else 0], rope, (ws, shift if shifted else 0))

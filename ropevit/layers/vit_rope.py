@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .rope import init_mixed_frequencies
+from .rope_coords import CoordMap
 from .rope_tables import RopeTables, TableCache, axial_tables, build_rope_tables, token_coords
 
 #: distinct (grid, device, ...) entries kept; multi-scale training cycles through a few.
@@ -43,27 +44,33 @@ class VisionRoPE(nn.Module):
         self._cache = TableCache(CACHE_SIZE)
 
     def tables(self, hw: tuple[int, int], device: torch.device, block_ids: Optional[Sequence[int]] = None,
-               num_prefix_tokens: int = 0) -> RopeTables:
+               num_prefix_tokens: int = 0, cmap: Optional[CoordMap] = None, cache: bool = True) -> RopeTables:
         """Tables for an ``H x W`` grid, starting with ``num_prefix_tokens`` identity rows.
+
+        ``cmap``: the grid's coordinate map (:mod:`ropevit.layers.rope_coords`; None = patch
+        indices). ``cache=False`` builds without keeping (randomly augmented coordinates).
 
         Returns:
             axial: ``[npt + H*W, P]`` (shared by all blocks and heads; cached).
             mixed: ``[len(block_ids), nh, npt + H*W, P]`` (``block_ids`` default: all blocks).
         """
         npt = num_prefix_tokens
+        cmap = cmap or CoordMap()
+        get = self._cache.get if cache else (lambda _key, build: build())
         if self.rope_type == 'axial':
-            return self._cache.get(('axial', *hw, npt, str(device)),
-                                   lambda: axial_tables(self.head_dim, self.theta, hw, device, num_prefix_tokens=npt))
-        coords = self._cache.get(('coords', *hw, npt, str(device)),
-                                 lambda: token_coords(hw, num_prefix_tokens=npt, device=device))  # [npt+N, 2]
+            return get(('axial', *hw, npt, str(device), *cmap),
+                       lambda: axial_tables(self.head_dim, self.theta, hw, device, num_prefix_tokens=npt, cmap=cmap))
+        coords = get(('coords', *hw, npt, str(device), *cmap),
+                     lambda: token_coords(hw, num_prefix_tokens=npt, device=device, cmap=cmap))  # [npt+N, 2]
         all_blocks = block_ids is None or list(block_ids) == list(range(self.depth))
         freqs = self.freqs if all_blocks else self.freqs[:, list(block_ids)]                     # [2, D', nh, P]
         return build_rope_tables(freqs, coords, num_prefix_tokens=npt)                          # [D', nh, npt+N, P]
 
     def block_tables(self, hw: tuple[int, int], device: torch.device, block_ids: Sequence[int],
-                     num_prefix_tokens: int = 0) -> list[RopeTables]:
+                     num_prefix_tokens: int = 0, cmap: Optional[CoordMap] = None,
+                     cache: bool = True) -> list[RopeTables]:
         """One :class:`RopeTables` per block of ``block_ids`` (axial: the same shared table)."""
-        tables = self.tables(hw, device, block_ids, num_prefix_tokens)
+        tables = self.tables(hw, device, block_ids, num_prefix_tokens, cmap, cache)
         return [tables] * len(block_ids) if self.rope_type == 'axial' else tables.unstack()
 
     def extra_repr(self) -> str:

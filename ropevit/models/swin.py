@@ -17,6 +17,7 @@ from ropevit.layers.layer_types import ActLayer, NormLayer
 from ropevit.layers.patch_embed import PatchEmbed
 from ropevit.layers.patch_merging import PatchMerging
 from ropevit.layers.rope import RopeType
+from ropevit.layers.rope_coords import RopeCoords, check_rope_coords, ref_grid_of, sample_augment
 from ropevit.layers.swin_stage import SwinStage
 from ropevit.layers.tracing import contiguous
 from ropevit.layers.window import WindowRule, check_window_rule
@@ -103,6 +104,20 @@ class RoPESwin(nn.Module):
 
             Larger grids are treated the same by both rules, so at detection and
             segmentation sizes (e.g. 800x1333, 512x512) they only differ on small inputs.
+        rope_coords: RoPE coordinates (:mod:`ropevit.layers.rope_coords`): ``'index'``
+            (default; window-local patch indices, the published weights), ``'interpolate'``
+            (indices times ``R / W`` of each stage's grid, ``R`` the reference grid of
+            ``rope_ref_size``) or ``'normalized'`` (the step of patch centres normalised to
+            ``[-1, 1]`` over the stage's whole grid, DINOv3). RoPE-Swin's attention stays
+            window-local: a window gets local indices times the step of the whole grid
+            (RoPE scores see coordinate differences only, so this equals global coordinates
+            restricted to the window). With ``'interpolate'`` / ``'normalized'`` the positions
+            in a window therefore shrink as the image grows, where ``'index'`` keeps them.
+        rope_ref_size: the reference image size in pixels for ``'interpolate'`` (int or
+            ``(h, w)``; default 224, the published weights' size).
+        rope_coords_aug: ``dict(shift, jitter, rescale)`` train-time augmentation of
+            ``'normalized'`` coordinates (:class:`~ropevit.layers.rope_coords.CoordAugment`),
+            drawn once per forward in training mode; never applied in eval mode.
         mlp_ratio, qkv_bias, qk_scale, patch_norm: as in mmdet.
         drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, and the
             maximum stochastic depth (linear over all blocks).
@@ -119,6 +134,8 @@ class RoPESwin(nn.Module):
                  rope: RopeType = 'mixed', rope_theta: Optional[float] = None,
                  use_rpb: Optional[bool] = None, mask_padding: bool = True, in_channels: int = 3,
                  patch_size: int = 4, window_size: int = 7, window_rule: WindowRule = 'mmdet',
+                 rope_coords: RopeCoords = 'index', rope_ref_size: Optional[Union[int, Sequence[int]]] = None,
+                 rope_coords_aug: Optional[dict] = None,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  qk_scale: Optional[float] = None, patch_norm: bool = True, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
@@ -131,6 +148,9 @@ class RoPESwin(nn.Module):
         rope_theta = _resolve_rope_theta(rope, rope_theta, DEFAULT_ROPE_THETA)
         _check_swin_sizes(window_size, patch_size)
         check_window_rule(window_rule)
+        ref_size, coords_aug = check_rope_coords(rope_coords, rope_ref_size, rope_coords_aug)
+        if rope_coords == 'interpolate' and ref_size is None:
+            ref_size = (224, 224)
         num_stages = len(depths)
         out_indices = _check_stage_out_indices(out_indices, num_stages)
         _check_frozen_stages(frozen_stages, num_stages)
@@ -145,6 +165,9 @@ class RoPESwin(nn.Module):
         self.use_rpb = bool(use_rpb)
         self.window_size = window_size
         self.window_rule = window_rule
+        self.rope_coords: RopeCoords = rope_coords
+        self.rope_ref_size = ref_size
+        self.rope_coords_aug = coords_aug
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.num_features = [dims * 2 ** i for i in range(num_stages)]
@@ -162,7 +185,8 @@ class RoPESwin(nn.Module):
                     if i < num_stages - 1 else None)
             self.stages.append(SwinStage(
                 c, heads[i], depths[i], window_size, rope=rope, rope_theta=self.rope_theta,
-                mask_padding=mask_padding, window_rule=window_rule,
+                mask_padding=mask_padding, window_rule=window_rule, rope_coords=rope_coords,
+                ref_grid=ref_grid_of(ref_size, patch_size * 2 ** i),
                 drop_path_rates=dpr[sum(depths[:i]):sum(depths[:i + 1])], downsample=down,
                 use_rpb=self.use_rpb, qkv_bias=qkv_bias, qk_scale=qk_scale,
                 attn_drop_rate=attn_drop_rate, mlp_ratio=mlp_ratio, drop_rate=drop_rate,
@@ -229,9 +253,11 @@ class RoPESwin(nn.Module):
         """``[B, C_in, H, W]`` (any H, W) -> one ``[B, C_i, ceil(H / 2^(i+2)), ...]`` map per out index."""
         x, hw = self.patch_embed(x)                      # [B, H/4*W/4, C]
         x = self.drop_after_pos(x)
+        aug = (sample_augment(self.rope_coords_aug)
+               if self.training and self.rope_coords_aug is not None and self.rope_type != 'none' else None)
         outs = []
         for i, stage in enumerate(self.stages):
-            x, hw, out, out_hw = stage(x, hw)
+            x, hw, out, out_hw = stage(x, hw, aug)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)     # [B, h*w, C_i]
                 outs.append(contiguous(out.view(-1, *out_hw, self.num_features[i]).permute(0, 3, 1, 2)))

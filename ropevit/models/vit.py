@@ -24,6 +24,8 @@ from ropevit.layers.layer_types import ActLayer, NormLayer
 from ropevit.layers.patch_embed import PatchEmbed
 from ropevit.layers.pos_embed import resample_pos_embed
 from ropevit.layers.rope import RopeType
+from ropevit.layers.rope_coords import (CoordMap, RopeCoords, augment_map, check_rope_coords, coord_map, ref_grid_of,
+                                        sample_augment)
 from ropevit.layers.rope_tables import RopeTables
 from ropevit.layers.vit_block import ViTBlock
 from ropevit.layers.vit_rope import VisionRoPE
@@ -76,6 +78,16 @@ class RoPEViT(nn.Module):
             (its grid is ``pretrain_img_size // patch_size``).
         rope: ``'axial'`` (fixed frequencies), ``'mixed'`` (learnable) or ``'none'``.
         rope_theta: theta (axial) / init theta (mixed); default 100 (axial), 10 (mixed).
+        rope_coords: RoPE coordinates (:mod:`ropevit.layers.rope_coords`): ``'index'`` (default;
+            patch indices, the published weights), ``'interpolate'`` (indices times ``R / W``,
+            ``R`` the reference grid of ``rope_ref_size``; EVA-02) or ``'normalized'`` (patch
+            centres in ``[-1, 1]`` per axis, times ``2 pi``; DINOv3). Window blocks get the
+            window-local indices times the whole grid's step (equal scores, see the module).
+        rope_ref_size: reference image size in pixels for ``'interpolate'`` (int or
+            ``(h, w)``; default ``pretrain_img_size``).
+        rope_coords_aug: ``dict(shift, jitter, rescale)``, train-time augmentation of
+            ``'normalized'`` coordinates (:class:`~ropevit.layers.rope_coords.CoordAugment`),
+            drawn once per forward in training mode; never in eval mode.
         use_ape: add an absolute position embedding, bicubic-resized to the actual grid.
         with_cls_token: prepend a class token (not rotated, no position embedding).
         window_size: ViTDet window attention in all blocks except ``global_attn_indexes``;
@@ -98,6 +110,8 @@ class RoPEViT(nn.Module):
 
     def __init__(self, *, arch: Union[str, dict] = 'base', patch_size: int = 16, in_channels: int = 3,
                  pretrain_img_size: int = 224, rope: RopeType = 'mixed', rope_theta: Optional[float] = None,
+                 rope_coords: RopeCoords = 'index', rope_ref_size: Optional[Union[int, Sequence[int]]] = None,
+                 rope_coords_aug: Optional[dict] = None,
                  use_ape: bool = False, with_cls_token: bool = True, window_size: int = 0,
                  global_attn_indexes: Sequence[int] = (), out_indices: Sequence[int] = (-1,),
                  final_norm: bool = True, qkv_bias: bool = True, drop_path_rate: float = 0.0,
@@ -111,6 +125,9 @@ class RoPEViT(nn.Module):
         _check_rope(rope, [dims // heads])
         rope_theta = _resolve_rope_theta(rope, rope_theta, DEFAULT_ROPE_THETA)
         _check_patch_size(patch_size, pretrain_img_size)
+        ref_size, coords_aug = check_rope_coords(rope_coords, rope_ref_size, rope_coords_aug)
+        if rope_coords == 'interpolate' and ref_size is None:
+            ref_size = (pretrain_img_size, pretrain_img_size)
         _check_windows(window_size, global_attn_indexes, with_cls_token, depth)
         outs = _resolve_block_out_indices(out_indices, depth)
         _check_frozen_stages(frozen_stages, depth)
@@ -124,6 +141,10 @@ class RoPEViT(nn.Module):
         self.pretrain_grid = (pretrain_img_size // patch_size,) * 2
         self.rope_type: RopeType = rope
         self.rope_theta = rope_theta
+        self.rope_coords: RopeCoords = rope_coords
+        self.rope_ref_size = ref_size
+        self.rope_ref_grid = ref_grid_of(ref_size, patch_size)
+        self.rope_coords_aug = coords_aug
         self.window_size = window_size
         self.global_attn_indexes = tuple(sorted(set(global_attn_indexes)))
         self.out_indices = outs
@@ -221,13 +242,23 @@ class RoPEViT(nn.Module):
         return self
 
     # ---------------------------------------------------------------- forward
+    def rope_coord_map(self, hw: tuple[int, int]) -> CoordMap:
+        """The coordinate map of an ``hw`` grid in this forward (augmented in training mode)."""
+        cmap = coord_map(hw, self.rope_coords, self.rope_ref_grid)
+        if self.training and self.rope_coords_aug is not None:
+            cmap = augment_map(cmap, *sample_augment(self.rope_coords_aug))
+        return cmap
+
     def _rope_tables(self, hw: tuple[int, int], device: torch.device) -> list[Optional[RopeTables]]:
         """One :class:`RopeTables` per block, built once per distinct grid (outside the block loop).
 
-        Global blocks' tables cover the prefix tokens too (identity rows first).
+        Global blocks' tables cover the prefix tokens too (identity rows first); window
+        blocks' tables have the window-local indices times the grid's coordinate steps.
         """
         if self.rope is None:
             return [None] * self.depth
+        cmap = self.rope_coord_map(hw)
+        cache = not (self.training and self.rope_coords_aug is not None)   # a fresh draw every forward
         per_block: list[Optional[RopeTables]] = [None] * self.depth
         # Grouped by window size (0 = global), not by grid: a dict keyed by the grid would hash
         # the input's sizes, which torch.compile then specialises on (a recompile per input size).
@@ -235,8 +266,9 @@ class RoPEViT(nn.Module):
         for i in range(self.depth):
             groups.setdefault(self._block_window(i), []).append(i)
         for ws, ids in groups.items():
-            grid, npt = ((ws, ws), 0) if ws else (hw, self.num_prefix_tokens)
-            for i, tables in zip(ids, self.rope.block_tables(grid, device, ids, num_prefix_tokens=npt)):
+            grid, npt, gmap = ((ws, ws), 0, cmap.local()) if ws else (hw, self.num_prefix_tokens, cmap)
+            for i, tables in zip(ids, self.rope.block_tables(grid, device, ids, num_prefix_tokens=npt, cmap=gmap,
+                                                             cache=cache)):
                 per_block[i] = tables
         return per_block
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
+import os
 import os.path as osp
 import sys
 
@@ -295,34 +296,167 @@ def test_detection_sweep_uses_coco_metric_and_resizes_the_input(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# the study's configs: they build, and differ only in the position encoding
+# --rope-coords and --data-prefix
 # --------------------------------------------------------------------------------------------
-STUDY = osp.join(ROOT, 'projects', 'resolution_extrapolation', 'configs')
-VARIANTS = {'ape': ('none', True), 'rope-axial': ('axial', False), 'rope-mixed': ('mixed', False),
-            'rope-mixed-ape': ('mixed', True)}
+ROPE_SWIN = SWIN.replace("use_rpb=True", "use_rpb=False, rope_ref_size=32").replace("rope='mixed'", "rope='axial'")
 
 
-def test_study_configs_differ_only_in_position_encoding_and_build():
+def _sharp_checkpoint(config: str, path) -> str:
+    """As :func:`_checkpoint`, with sharp attention (qkv x 15) so positions change the logits."""
+    path = _checkpoint(config, path)
+    ckpt = torch.load(path, weights_only=True)
+    for k, v in ckpt['state_dict'].items():
+        if k.endswith('qkv.weight'):
+            v.mul_(15)
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.mark.timeout(120)
+def test_rope_coords_option_sweeps_trained_checkpoints_without_retraining(tiny, tmp_path):
+    config = _config(tmp_path, tiny['data_root'], backbone=ROPE_SWIN, channels=32, name='rope_swin.py')
+    checkpoint = _sharp_checkpoint(config, tmp_path / 'rope_swin.pth')
+    result = sweep.sweep([sweep.ModelSpec(config, checkpoint, 'swin'),
+                          sweep.ModelSpec(tiny['config'], tiny['checkpoint'], 'vit')],
+                         [1.0, 2.0], work_dir=str(tmp_path), rope_coords=['index', 'interpolate'], log=lambda _: None)
+    # 'index' is what it was trained with (no extra column); mmseg's ViT has no RoPE (none either)
+    assert result.columns == ['swin', 'swin (interpolate)', 'vit']
+    # at the reference size (32 px = the 1x input) 'interpolate' is 'index', exactly
+    assert result.values['swin (interpolate)'][0] == result.values['swin'][0]
+    runner = sweep.build_runner(sweep.ModelSpec(config, checkpoint, 'swin'), work_dir=str(tmp_path / 'b'),
+                                rope_coords='interpolate')
+    backbone = sweep.unwrap(runner.model).backbone
+    assert backbone.rope_coords == 'interpolate' and backbone.rope_ref_size == (32, 32)
+    # at 2x the logits differ from 'index' (the coordinates are halved)
+    plain = sweep.build_runner(sweep.ModelSpec(config, checkpoint, 'swin'), work_dir=str(tmp_path / 'c'))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = sweep.unwrap(plain.model).backbone(x), backbone(x)
+    assert (a[-1] - b[-1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"--rope-coords interpolate: backbone 'VisionTransformer' .* has no RoPE"):
+        sweep.prepare_config(tiny['config'], work_dir=str(tmp_path), rope_coords='interpolate')
+
+
+def test_rope_coords_switch_drops_the_training_augmentation():
+    backbone = dict(type='RoPEViT', rope='axial', rope_coords='normalized', rope_coords_aug=dict(rescale=2.0))
+    sweep.set_rope_coords(backbone, 'interpolate', 64)
+    assert backbone == dict(type='RoPEViT', rope='axial', rope_coords='interpolate', rope_ref_size=64)
+    with pytest.raises(ValueError, match="rope_coords='grid'"):
+        sweep.set_rope_coords(backbone, 'grid')
+
+
+@pytest.mark.timeout(60)
+def test_data_prefix_evaluates_each_scale_on_its_own_split(tiny, tmp_path):
+    """Split B is split A with every label changed to another class: at the same scale, the
+    metric on B must differ from A's, and a copy of A must give A's exactly."""
+    import shutil
+    from PIL import Image
+    root = osp.join(tiny['data_root'])
+    for name, relabel in (('copy', False), ('other', True)):
+        for kind in ('images', 'annotations'):
+            shutil.copytree(osp.join(root, kind, 'validation'), osp.join(root, kind, f'validation_{name}'),
+                            dirs_exist_ok=True)
+        if relabel:
+            for f in sorted(os.listdir(osp.join(root, 'annotations', 'validation_other'))):
+                path = osp.join(root, 'annotations', 'validation_other', f)
+                label = np.array(Image.open(path))
+                Image.fromarray(np.where(label > 0, 4 - label, 0).astype(np.uint8)).save(path)   # 1 <-> 3
+    prefixes = [dict(img_path=f'images/{s}', seg_map_path=f'annotations/{s}')
+                for s in ('validation', 'validation_copy', 'validation_other')]
+    spec = sweep.ModelSpec(tiny['config'], tiny['checkpoint'], 'vit')
+    result = sweep.sweep([spec], [1.0, 1.0, 1.0], work_dir=str(tmp_path), data_prefixes=prefixes, log=lambda _: None)
+    a, copy_, other = result.values['vit']
+    assert copy_ == a and other != a
+    with pytest.raises(ValueError, match='2 data prefixes for 3 scales'):
+        sweep.sweep([spec], [1.0, 1.0, 1.0], work_dir=str(tmp_path), data_prefixes=prefixes[:2], log=lambda _: None)
+    runner = sweep.build_runner(spec, work_dir=str(tmp_path / 'm'))
+    with pytest.raises(FileNotFoundError, match=r'validation_96 is not a folder .*make_data\.py'):
+        sweep.evaluate_at_scale(runner, 1.5, dict(img_path='images/validation_96', seg_map_path='annotations/x'))
+
+
+# --------------------------------------------------------------------------------------------
+# the study: its data, and configs that differ only where they should
+# --------------------------------------------------------------------------------------------
+STUDY = osp.join(ROOT, 'projects', 'resolution_extrapolation')
+
+
+def _study_module(name: str):
+    spec = importlib.util.spec_from_file_location(f'extrapolation_{name}', osp.join(STUDY, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: arm -> the backbone keys it sets (everything else must be the base config's)
+ARM_BACKBONE = {
+    'NoPE': dict(rope='none', use_ape=False),
+    'APE': dict(rope='none', use_ape=True),
+    'RoPE-Axial': dict(rope='axial', use_ape=False),
+    'RoPE-Mixed': dict(rope='mixed', use_ape=False),
+    'RoPE-Mixed + APE': dict(rope='mixed', use_ape=True),
+    'RoPE-Axial normalized': dict(rope='axial', use_ape=False, rope_coords='normalized',
+                                  rope_coords_aug=dict(rescale=2.0)),
+    'RoPE-Mixed normalized': dict(rope='mixed', use_ape=False, rope_coords='normalized',
+                                  rope_coords_aug=dict(rescale=2.0)),
+}
+
+
+def test_study_configs_differ_only_in_the_position_encoding_and_build():
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
     import ropevit.mm  # noqa: F401
     init_default_scope('mmseg')
-    base = Config.fromfile(osp.join(STUDY, '_base_', 'vit-tiny-p8_fcn_extrapolation-ade-64.py')).to_dict()
-    pos_embeds = {}
-    for variant, (rope, use_ape) in VARIANTS.items():
-        cfg = Config.fromfile(osp.join(STUDY, f'vit-tiny-p8_{variant}_fcn_extrapolation-ade-64.py'))
-        assert (cfg.model.backbone.rope, cfg.model.backbone.use_ape) == (rope, use_ape)
-        flat = cfg.to_dict()
-        flat['model']['backbone'].update(rope=base['model']['backbone']['rope'],
-                                         use_ape=base['model']['backbone']['use_ape'])
-        assert flat == base, variant                                  # same data, model size, budget
-        model = MODELS.build(cfg.model).eval()
-        pos_embeds[variant] = model.backbone.pos_embed is not None
+    arms = _study_module('run_study').ARMS
+    assert set(arms) == set(ARM_BACKBONE)
+    base = Config.fromfile(osp.join(STUDY, 'configs', '_base_', 'quadrants_vit-tiny-p8_fcn1x1-64.py')).to_dict()
+    assert base['model']['decode_head']['kernel_size'] == 1 and base['model']['decode_head']['num_convs'] == 1
+    assert not any(t['type'] == 'RandomFlip' for t in base['train_pipeline'])      # a flip would change labels
+    for arm, config in arms.items():
+        cfg = Config.fromfile(osp.join(STUDY, 'configs', config)).to_dict()
+        set_keys = {k: v for k, v in cfg['model']['backbone'].items() if base['model']['backbone'].get(k) != v}
+        assert set_keys == {k: v for k, v in ARM_BACKBONE[arm].items()
+                            if base['model']['backbone'].get(k) != v}, arm
+        cfg['model']['backbone'] = base['model']['backbone']
+        assert cfg == base, arm                                                    # same data, model, budget
+        model = MODELS.build(Config.fromfile(osp.join(STUDY, 'configs', config)).model).eval()
+        bb = model.backbone
+        assert (bb.rope_type, bb.pos_embed is not None) == (ARM_BACKBONE[arm]['rope'], ARM_BACKBONE[arm]['use_ape'])
         with torch.no_grad():
-            for size in (32, 64, 128):                                  # 0.5x, 1x, 2x of training
+            for size in (32, 64, 128):
                 logits = model.encode_decode(torch.randn(1, 3, size, size), [dict(img_shape=(size, size))])
-                assert logits.shape == (1, 150, size, size)
-    assert pos_embeds == {v: ape for v, (_, ape) in VARIANTS.items()}
+                assert logits.shape == (1, 5, size, size)
+
+
+def test_quadrant_scenes_label_squares_by_their_side_of_the_anchor_and_look_alike(tmp_path):
+    """Independent of the generator's own bookkeeping: the anchor is found as the red pixels, the
+    squares as the other labelled components; each square's label must be its quadrant, and squares
+    of different classes must have the same colour."""
+    from PIL import Image
+    from scipy import ndimage
+    make_data = _study_module('make_data')
+    root = make_data.make_dataset(str(tmp_path / 'q'), num_train=4, num_val=6, scene_sizes=(128,), seed=3)
+    for split, size in (('validation', 64), ('validation_128', 128)):
+        files = sorted(os.listdir(osp.join(root, 'annotations', split)))
+        assert len(files) == 6
+        colours = {c: [] for c in range(2, 6)}
+        for f in files:
+            label = np.array(Image.open(osp.join(root, 'annotations', split, f)))
+            image = np.array(Image.open(osp.join(root, 'images', split, f.replace('.png', '.jpg')))).astype(float)
+            assert label.shape == (size, size) and set(np.unique(label)) <= set(range(6))
+            ys, xs = np.nonzero(label == 1)
+            assert image[ys, xs, 0].mean() > 150 > image[ys, xs, 1].mean()          # the red anchor
+            ay, ax = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
+            comps, n = ndimage.label(label > 1)
+            assert n >= (2 if size == 64 else 6)
+            for k in range(1, n + 1):
+                cy, cx = [v.mean() for v in np.nonzero(comps == k)]
+                cls = set(np.unique(label[comps == k]))
+                assert len(cls) == 1
+                expected = 2 + 2 * (cy > ay) + (cx > ax)        # above-left, above-right, below-left, below-right
+                assert cls == {expected}, (f, k)
+                colours[expected].append(image[comps == k].mean(0))
+        means = np.array([np.mean(v, 0) for v in colours.values() if v])
+        assert np.ptp(means, 0).max() < 25                                          # no class has its own look
 
 
 def test_aggregate_averages_seeds_and_refuses_mismatched_sweeps(tmp_path):
@@ -349,3 +483,18 @@ def test_aggregate_averages_seeds_and_refuses_mismatched_sweeps(tmp_path):
         json.dump(runs[1], f)
     with pytest.raises(ValueError, match='differ from'):
         aggregate.load(paths)
+
+
+def test_aggregate_reports_the_margin_over_the_control_paired_by_seed():
+    spec = importlib.util.spec_from_file_location(
+        'extrapolation_aggregate', osp.join(ROOT, 'projects', 'resolution_extrapolation', 'aggregate.py'))
+    aggregate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(aggregate)
+    values = np.array([[[90.0, 60.0], [35.0, 34.0]],          # seed 0: columns A, NoPE; scales 1, 2
+                       [[80.0, 50.0], [31.0, 30.0]]])         # seed 1
+    table = aggregate.to_markdown('mIoU', [1.0, 2.0], ['A', 'NoPE'], values, row_header='scene', control='NoPE')
+    assert '| scene | A | NoPE |' in table
+    # per seed 90 - 35 = 55 and 80 - 31 = 49: mean 52, sample std 4.24, min 49
+    assert '| margin | +52.0 ± 4.2, min +49.0 |' in table
+    with pytest.raises(ValueError, match="control column 'X'"):
+        aggregate.to_markdown('mIoU', [1.0, 2.0], ['A', 'NoPE'], values, control='X')

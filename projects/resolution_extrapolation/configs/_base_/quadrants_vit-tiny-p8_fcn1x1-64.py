@@ -1,6 +1,9 @@
-# The study's shared recipe: a tiny RoPEViT (patch 8, 64 px, 8x8 tokens) + FCN head on the generated
-# ADE20k-layout set (make_data.py), trained at ONE fixed resolution (64x64), tested at 64x64.
-# The four study configs change only the position encoding (backbone rope / use_ape).
+# The study's shared recipe (projects/resolution_extrapolation/README.md). A tiny RoPEViT (patch 8,
+# 64 px scenes, 8x8 tokens) and an FCN head of ONE 1x1 conv, so the head mixes no tokens: what a pixel
+# knows about where it is comes from the backbone's position encoding alone. Trained at ONE fixed
+# resolution (64x64) on the quadrant scenes of make_data.py (a square's class is its quadrant relative
+# to the anchor). No flips: a flip would change every square's class.
+# The study's configs change only backbone.rope / use_ape / rope_coords / rope_coords_aug.
 default_scope = 'mmseg'
 # ropevit's modules, and its runtime fixes (ropevit.mm.fixes: checkpoint loading on torch >= 2.6,
 # resume past unreadable checkpoints, AMP / DDP on CPUs); docs/RELIABILITY.md
@@ -16,28 +19,30 @@ model = dict(
                            size=crop_size),
     backbone=dict(
         type='RoPEViT',
-        arch=dict(embed_dims=64, num_heads=2, depth=4),  # mlp_ratio 4 (default)
+        arch=dict(embed_dims=64, num_heads=2, depth=4),  # head dim 32, mlp_ratio 4 (default)
         patch_size=8,
         pretrain_img_size=64,         # the APE grid (8x8); bicubic-resized at other sizes
-        rope='mixed',
+        rope='mixed',                 # the arms set rope, use_ape, rope_coords, rope_coords_aug
         use_ape=False,
+        rope_coords='index',
         with_cls_token=False,
         layer_scale_init_value=None,  # from scratch, short schedule
         out_indices=(3,),
         init_cfg=None),
     decode_head=dict(
-        type='FCNHead', in_channels=64, in_index=0, channels=64, num_convs=2, concat_input=False,
-        dropout_ratio=0.0, num_classes=150, norm_cfg=norm_cfg, align_corners=False,
+        type='FCNHead', in_channels=64, in_index=0, channels=64, num_convs=1, kernel_size=1,
+        concat_input=False, dropout_ratio=0.0, num_classes=5, norm_cfg=norm_cfg, align_corners=False,
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
 
 dataset_type = 'ADE20KDataset'
-data_root = 'data/extrapolation_ade'
+metainfo = dict(classes=('anchor', 'above-left', 'above-right', 'below-left', 'below-right'),
+                palette=[[200, 40, 40], [0, 200, 0], [0, 0, 200], [200, 200, 0], [0, 200, 200]])
+data_root = 'data/extrapolation_quadrants'
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
@@ -49,22 +54,22 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=8, num_workers=0, persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type=dataset_type, data_root=data_root,
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
                  data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
                  pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=1, num_workers=0, persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root,
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
                  data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
                  pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
-max_iters = 500
+max_iters = 600
 # AdamW on everything but the position encodings the study compares: RoPEOptimWrapperConstructor
-# exempts RoPE frequencies and the APE from weight decay (mmengine's default decayed both).
+# exempts RoPE frequencies and the APE from weight decay.
 optim_wrapper = dict(type='OptimWrapper', constructor='RoPEOptimWrapperConstructor',
                      optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05))
 param_scheduler = [
@@ -77,11 +82,10 @@ test_cfg = dict(type='TestLoop')
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    logger=dict(type='LoggerHook', interval=100, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+    sampler_seed=dict(type='DistSamplerSeedHook'))
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='gloo'))
 vis_backends = [dict(type='LocalVisBackend')]

@@ -1,0 +1,3 @@
+# APE only: a learned absolute position embedding, bicubic-resized at other grids.
+_base_ = ['./_base_/quadrants_vit-tiny-p8_fcn1x1-64.py']
+model = dict(backbone=dict(rope='none', use_ape=True))

@@ -1,3 +1,0 @@
-# (d) RoPE-Mixed + APE.
-_base_ = ['./_base_/vit-tiny-p8_fcn_extrapolation-ade-64.py']
-model = dict(backbone=dict(rope='mixed', use_ape=True))
