@@ -8,7 +8,8 @@ budget, sweep both test regimes, aggregate over seeds.
 2. Every arm of :data:`ARMS` x every seed is trained by ``tools/train.py`` (a subprocess each,
    ``--jobs`` at a time, one thread each); work dirs ``<work-dir>/seed<N>/<arm>``.
 3. Per seed, ``sweep.py`` evaluates every checkpoint in two regimes, plus ``'interpolate'``
-   coordinates on the arms trained with patch indices (no retraining):
+   coordinates (reference 64 px, the training size) on the arms trained with patch indices (a
+   test-time switch, no retraining):
 
    * ``rescale``: the 64 px validation scenes resized by 0.5x .. 2x (the same content, more or fewer
      pixels per object);
@@ -46,6 +47,8 @@ ARMS: dict[str, str] = {
 RESCALE = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
 SCENES = {1.0: 'validation', 1.5: 'validation_96', 2.0: 'validation_128'}   # scale -> split
 CONTROL = 'NoPE'
+#: arms trained with patch-index coordinates: the sweep also evaluates them with 'interpolate'
+INDEX_ROPE_ARMS = ('RoPE-Axial', 'RoPE-Mixed', 'RoPE-Mixed + APE')
 
 
 def arm_dir(work_dir: str, seed: int, config: str) -> str:
@@ -81,7 +84,10 @@ def sweep_seed(work_dir: str, seed: int, arms: dict[str, str], data_root: str) -
     for name, config in arms.items():
         models += ['--model', osp.join(CONFIGS, config), checkpoint_of(arm_dir(work_dir, seed, config)), name]
     seconds = 0.0
-    base = [sys.executable, osp.join(HERE, 'sweep.py'), *models, '--rope-coords', 'interpolate']
+    base = [sys.executable, osp.join(HERE, 'sweep.py'), *models]
+    index_arms = [n for n in arms if n in INDEX_ROPE_ARMS]
+    if index_arms:                                  # the test-time strategy, on the arms trained with indices
+        base += ['--rope-coords', 'interpolate', '--rope-coords-models', *index_arms]
     out = osp.join(work_dir, f'seed{seed}', 'rescale')
     seconds += _run(base + ['--scales', *map(str, RESCALE), '--out-dir', out], osp.join(out, 'sweep.out'))
     out = osp.join(work_dir, f'seed{seed}', 'scenes')

@@ -320,11 +320,12 @@ def evaluate_at_scale(runner: Runner, scale: float, data_prefix: Optional[dict] 
 def sweep(specs: Sequence[ModelSpec], scales: Sequence[float], *, work_dir: str,
           window_size: Optional[int] = None, metric: Optional[str] = None,
           rope_coords: Sequence[str] = (), rope_ref_size: Optional[int] = None,
-          data_prefixes: Optional[Sequence[dict]] = None,
+          rope_coords_models: Optional[Sequence[str]] = None, data_prefixes: Optional[Sequence[dict]] = None,
           log: Callable[[str], None] = print) -> SweepResult:
     """Evaluate every model at every scale (and, for windowed backbones, with ``window_size``; for
     RoPE backbones, with every coordinate rule of ``rope_coords`` other than the trained one).
 
+    ``rope_coords_models``: the names of the models ``rope_coords`` applies to (default: all).
     ``data_prefixes``: one ``dict(img_path, seg_map_path)`` per scale (its own split per scale).
     """
     if not specs:
@@ -336,6 +337,9 @@ def sweep(specs: Sequence[ModelSpec], scales: Sequence[float], *, work_dir: str,
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f'model names must be unique, got {names}')
+    unknown = sorted(set(rope_coords_models or ()) - set(names))
+    if unknown:
+        raise ValueError(f'--rope-coords-models: {unknown} are not model names; the models are {names}')
     tasks = {task_of(Config.fromfile(s.config)) for s in specs}
     if len(tasks) > 1 and metric is None:
         raise ValueError('segmentation and detection models need one --metric to share a table')
@@ -348,7 +352,7 @@ def sweep(specs: Sequence[ModelSpec], scales: Sequence[float], *, work_dir: str,
         runs: list[tuple[str, Optional[int], Optional[str]]] = [(spec.name, None, None)]
         if window_size is not None and 'window_size' in backbone:
             runs.append((f'{spec.name} (window {window_size})', window_size, None))
-        if has_rope(backbone):
+        if has_rope(backbone) and (rope_coords_models is None or spec.name in rope_coords_models):
             trained = backbone.get('rope_coords', 'index')
             runs += [(f'{spec.name} ({c})', None, c) for c in rope_coords if c != trained]
         for column, ws, coords in runs:
@@ -402,6 +406,8 @@ def main(argv: Optional[Sequence[str]] = None) -> SweepResult:
                         help='also evaluate windowed backbones with this window size')
     parser.add_argument('--rope-coords', nargs='+', default=[], choices=['index', 'interpolate', 'normalized'],
                         help='also evaluate RoPE backbones with these coordinate rules (no retraining)')
+    parser.add_argument('--rope-coords-models', nargs='+', default=None, metavar='NAME',
+                        help='apply --rope-coords to these models only (default: every RoPE model)')
     parser.add_argument('--rope-ref-size', type=int, default=None,
                         help="reference image size (px) of --rope-coords interpolate (default: the backbone's)")
     parser.add_argument('--data-prefix', nargs=2, action='append', default=None, metavar=('IMG', 'SEG'),
@@ -421,7 +427,8 @@ def main(argv: Optional[Sequence[str]] = None) -> SweepResult:
                          f'give one per scale')
         prefixes = [dict(img_path=i, seg_map_path=m) for i, m in args.data_prefix]
     result = sweep(specs, args.scales, work_dir=args.out_dir, window_size=args.window_size, metric=args.metric,
-                   rope_coords=args.rope_coords, rope_ref_size=args.rope_ref_size, data_prefixes=prefixes)
+                   rope_coords=args.rope_coords, rope_ref_size=args.rope_ref_size,
+                   rope_coords_models=args.rope_coords_models, data_prefixes=prefixes)
     paths = write_outputs(result, args.out_dir, title=args.title)
     print(result.to_markdown())
     print('wrote ' + ', '.join(paths.values()))

@@ -335,6 +335,13 @@ def test_rope_coords_option_sweeps_trained_checkpoints_without_retraining(tiny, 
     assert (a[-1] - b[-1]).abs().max() > 1e-3
     with pytest.raises(ValueError, match=r"--rope-coords interpolate: backbone 'VisionTransformer' .* has no RoPE"):
         sweep.prepare_config(tiny['config'], work_dir=str(tmp_path), rope_coords='interpolate')
+    # --rope-coords-models: only the named models get the extra columns
+    specs = [sweep.ModelSpec(config, checkpoint, 'a'), sweep.ModelSpec(config, checkpoint, 'b')]
+    result = sweep.sweep(specs, [1.0], work_dir=str(tmp_path / 'd'), rope_coords=['interpolate'],
+                         rope_coords_models=['b'], log=lambda _: None)
+    assert result.columns == ['a', 'b', 'b (interpolate)']
+    with pytest.raises(ValueError, match=r"--rope-coords-models: \['c'\] are not model names"):
+        sweep.sweep(specs, [1.0], work_dir=str(tmp_path), rope_coords=['interpolate'], rope_coords_models=['c'])
 
 
 def test_rope_coords_switch_drops_the_training_augmentation():

@@ -36,7 +36,8 @@ model = dict(
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
 
-dataset_type = 'ADE20KDataset'
+# mmseg's BaseSegDataset with ADE20k's conventions (.jpg / .png, label 0 ignored) and the study's classes
+dataset_type = 'BaseSegDataset'
 metainfo = dict(classes=('anchor', 'above-left', 'above-right', 'below-left', 'below-right'),
                 palette=[[200, 40, 40], [0, 200, 0], [0, 0, 200], [200, 200, 0], [0, 200, 200]])
 data_root = 'data/extrapolation_quadrants'
@@ -54,13 +55,15 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=8, num_workers=0, persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo, img_suffix='.jpg',
+                 seg_map_suffix='.png', reduce_zero_label=True,
                  data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
                  pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=1, num_workers=0, persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo, img_suffix='.jpg',
+                 seg_map_suffix='.png', reduce_zero_label=True,
                  data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
                  pipeline=test_pipeline))
 test_dataloader = val_dataloader
