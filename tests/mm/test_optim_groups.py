@@ -65,8 +65,9 @@ INTENT: dict[str, Intent] = {
     'projects/plugin_example/configs/mask-rcnn_rope-swin-t-p4-w7_fpn_1x_coco.py': SWIN_DET,
     'projects/plugin_example/configs/upernet_rope-swin-t_8xb2-160k_ade20k-512x512.py': SWIN_DET,
     # The study: AdamW on everything but the position encodings (which it compares).
-    **{f'projects/resolution_extrapolation/configs/vit-tiny-p8_{v}_fcn_extrapolation-ade-64.py':
-       Intent(decay_norms=True) for v in ('ape', 'rope-axial', 'rope-mixed', 'rope-mixed-ape')},
+    **{f'projects/resolution_extrapolation/configs/quadrants_{v}.py': Intent(decay_norms=True)
+       for v in ('nope', 'ape', 'rope-axial', 'rope-mixed', 'rope-mixed-ape', 'rope-axial-normalized',
+                 'rope-mixed-normalized')},
 }
 
 
