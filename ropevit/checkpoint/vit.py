@@ -38,6 +38,7 @@ import math
 import re
 from typing import Optional
 
+import torch
 from torch import nn
 
 from .common import (CheckpointMismatchError, CheckpointRope, ConversionLog, StateDict, axial_as_mixed,
@@ -62,10 +63,58 @@ _SWIN_KEY = re.compile(r'(layers|stages)\.\d+\.(blocks\.\d+|downsample)\.')
 
 
 def detect_vit_layout(state_dict: StateDict) -> str:
-    """``'naver'`` (flat ``freqs``), ``'timm'`` (``rope.freqs`` or no frequencies: axial/none)."""
+    """``'naver'`` (flat ``freqs``), ``'dinov3'`` (timm's DINOv3 port: ``reg_token``, rotate-half
+    pairs), ``'timm'`` (``rope.freqs`` or no frequencies: axial/none)."""
     if 'freqs' in state_dict or 'freqs_t_x' in state_dict:
         return 'naver'
+    if 'reg_token' in state_dict and 'pos_embed' not in state_dict:
+        return 'dinov3'
     return 'timm'
+
+
+def rotate_half_to_interleaved(head_dim: int) -> torch.Tensor:
+    """Channel order that turns a head of timm's DINOv3 layout into RoPEViT's.
+
+    DINOv3 rotates channel pairs ``(j, j + hd/2)`` ("rotate half"), pair ``j`` by ``y * m_j`` for
+    ``j < hd/4`` and by ``x * m_(j - hd/4)`` after (``'ij'`` grid: rows first). RoPEViT rotates
+    ``(2p, 2p + 1)`` by ``x * m_p`` for ``p < hd/4`` and ``y * m_(p - hd/4)`` after. Permuting the
+    q and k rows of the qkv projection by the returned index (new channel ``c`` = old ``perm[c]``)
+    gives the same attention: q . k is invariant to one permutation of both, and v is untouched.
+
+    Returns:
+        ``[hd]`` long tensor.
+    """
+    q = head_dim // 4
+    perm = []
+    for p in range(head_dim // 2):
+        j = q + p if p < q else p - q                 # the DINOv3 pair with our pair p's angle
+        perm += [j, j + head_dim // 2]
+    return torch.tensor(perm)
+
+
+def _permute_qk_rows(value: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """qkv weight ``[3C, C]`` or bias ``[3C]``: q and k rows permuted per head (see above)."""
+    three_c = value.shape[0]
+    c = three_c // 3
+    hd = c // num_heads
+    perm = rotate_half_to_interleaved(hd)
+    rows = value.reshape(3, num_heads, hd, *value.shape[1:])          # [3, nh, hd, ...]
+    qk = rows[:2].index_select(2, perm)
+    return torch.cat([qk, rows[2:]]).reshape(value.shape)
+
+
+def _merge_split_qkv_bias(sd: StateDict, log: ConversionLog) -> StateDict:
+    """timm's EVA / DINOv3 ``attn.q_bias`` / ``attn.v_bias`` (k has none) -> one ``attn.qkv.bias``."""
+    heads = sorted({k[:-len('q_bias')] for k in sd if re.fullmatch(r'blocks\.\d+\.attn\.q_bias', k)})
+    if not heads:
+        return sd
+    sd = dict(sd)
+    for h in heads:
+        q, v = sd.pop(h + 'q_bias'), sd.pop(h + 'v_bias')
+        k = sd.pop(h + 'k_bias', torch.zeros_like(q))
+        sd[h + 'qkv.bias'] = torch.cat([q, k, v])
+        log.converted[h + 'qkv.bias'] = f'{h}q_bias, k (zeros), v_bias concatenated'
+    return sd
 
 
 def _refuse_swin(sd: StateDict) -> None:
@@ -122,6 +171,7 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
         sd = strip_prefix(sd, 'backbone.')
     _refuse_swin(sd)
     layout = detect_vit_layout(sd)
+    sd = _merge_split_qkv_bias(sd, log)
     own = model.state_dict() if model is not None else None
     if num_heads is None and model is not None:
         num_heads = model.num_heads
@@ -141,6 +191,11 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
                 raise CheckpointMismatchError(f'freqs {tuple(value.shape)}: last dim {flat} is not divisible by '
                                               f'num_heads={heads}')
             key, value = 'rope.freqs', value.reshape(two, depth, heads, flat // heads)  # [2, depth, nh, hd/2]
+        if layout == 'dinov3' and re.fullmatch(r'blocks\.\d+\.attn\.qkv\.(weight|bias)', key):
+            if num_heads is None:
+                raise ValueError('a DINOv3 checkpoint needs num_heads (or the model) to reorder its RoPE pairs')
+            value = _permute_qk_rows(value, num_heads)
+            log.converted[key] = 'q/k channels reordered from rotate-half pairs (timm DINOv3) to interleaved'
         out[key] = value
 
     if own is None:

@@ -90,6 +90,8 @@ class RoPEViT(nn.Module):
             drawn once per forward in training mode; never in eval mode.
         use_ape: add an absolute position embedding, bicubic-resized to the actual grid.
         with_cls_token: prepend a class token (not rotated, no position embedding).
+        num_reg_tokens: register tokens after the class token (DINOv3: 4; key ``reg_token``
+            ``[1, R, C]``, timm's), prefix tokens like it: never rotated, no position embedding.
         window_size: ViTDet window attention in all blocks except ``global_attn_indexes``;
             0 = every block global. The grid is padded to a window multiple and padding
             tokens are masked out as keys.
@@ -112,7 +114,7 @@ class RoPEViT(nn.Module):
                  pretrain_img_size: int = 224, rope: RopeType = 'mixed', rope_theta: Optional[float] = None,
                  rope_coords: RopeCoords = 'index', rope_ref_size: Optional[Union[int, Sequence[int]]] = None,
                  rope_coords_aug: Optional[dict] = None,
-                 use_ape: bool = False, with_cls_token: bool = True, window_size: int = 0,
+                 use_ape: bool = False, with_cls_token: bool = True, num_reg_tokens: int = 0, window_size: int = 0,
                  global_attn_indexes: Sequence[int] = (), out_indices: Sequence[int] = (-1,),
                  final_norm: bool = True, qkv_bias: bool = True, drop_path_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_rate: float = 0.0,
@@ -128,7 +130,9 @@ class RoPEViT(nn.Module):
         ref_size, coords_aug = check_rope_coords(rope_coords, rope_ref_size, rope_coords_aug)
         if rope_coords == 'interpolate' and ref_size is None:
             ref_size = (pretrain_img_size, pretrain_img_size)
-        _check_windows(window_size, global_attn_indexes, with_cls_token, depth)
+        if num_reg_tokens < 0:
+            raise ValueError(f'num_reg_tokens={num_reg_tokens} must be >= 0')
+        _check_windows(window_size, global_attn_indexes, with_cls_token or num_reg_tokens > 0, depth)
         outs = _resolve_block_out_indices(out_indices, depth)
         _check_frozen_stages(frozen_stages, depth)
         _check_rate('drop_path_rate', drop_path_rate)
@@ -151,12 +155,14 @@ class RoPEViT(nn.Module):
         self.final_norm = final_norm
         self.with_cp = with_cp
         self.frozen_stages = frozen_stages
-        self.num_prefix_tokens = 1 if with_cls_token else 0
+        self.num_reg_tokens = num_reg_tokens
+        self.num_prefix_tokens = (1 if with_cls_token else 0) + num_reg_tokens
         #: number of distinct layer ids of :meth:`get_layer_id` (``0 .. depth + 1``).
         self.num_layers = depth + 2
 
         self.patch_embed = PatchEmbed(in_channels, dims, patch_size, proj_name='proj')
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dims)) if with_cls_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, num_reg_tokens, dims)) if num_reg_tokens else None
         self.pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.pretrain_grid), dims)) if use_ape else None
         self.pos_drop = nn.Dropout(drop_rate)
         self.rope = (VisionRoPE(dims // heads, heads, depth, rope_type=rope, theta=rope_theta)
@@ -184,7 +190,7 @@ class RoPEViT(nn.Module):
     def init_scratch_weights(self) -> None:
         """timm/DeiT-III init (:func:`ropevit.models.init.init_scratch_weights`), class token and
         position embedding trunc-normal(0.02) too."""
-        init_scratch_weights(self, (self.cls_token, self.pos_embed))
+        init_scratch_weights(self, (self.cls_token, self.reg_token, self.pos_embed))
 
     def get_layer_id(self, param_name: str) -> int:
         """Layer id for layer-wise lr decay (BEiT / MAE convention), ``0 .. num_layers - 1``.
@@ -196,7 +202,7 @@ class RoPEViT(nn.Module):
         """
         name = param_name[len('backbone.'):] if param_name.startswith('backbone.') else param_name
         head = name.split('.')[0]
-        if head in ('patch_embed', 'cls_token', 'pos_embed'):
+        if head in ('patch_embed', 'cls_token', 'reg_token', 'pos_embed'):
             return 0
         if head == 'blocks':
             parts = name.split('.')
@@ -219,7 +225,7 @@ class RoPEViT(nn.Module):
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
             return
-        for p in (self.cls_token, self.pos_embed):
+        for p in (self.cls_token, self.reg_token, self.pos_embed):
             if p is not None:
                 p.requires_grad = False
         for m in self._frozen_modules():
@@ -278,8 +284,9 @@ class RoPEViT(nn.Module):
         x, hw = self.patch_embed(x)                                     # [B, h*w, C]
         if self.pos_embed is not None:
             x = x + resample_pos_embed(self.pos_embed, self.pretrain_grid, hw)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)  # [B, 1 + h*w, C]
+        prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+        if prefix:
+            x = torch.cat([*prefix, x], dim=1)                          # [B, npt + h*w, C]
         x = self.pos_drop(x)
 
         ropes = self._rope_tables(hw, x.device)

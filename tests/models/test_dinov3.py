@@ -1,0 +1,69 @@
+"""RoPEViT as DINOv3 (timm's ``vit_*_patch16_dinov3``): registers, normalised RoPE coordinates,
+rotate-half pairs reordered at load. Oracle: timm's own model with the same random weights."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from ropevit.checkpoint.vit import convert_vit_state_dict, rotate_half_to_interleaved
+from ropevit.models.vit import RoPEViT
+
+TINY = dict(embed_dim=64, depth=2, num_heads=2)
+
+
+def _timm_dinov3(name: str = 'vit_small_patch16_dinov3') -> nn.Module:
+    torch.manual_seed(0)
+    ref = timm.create_model(name, pretrained=False, **TINY).eval()
+    with torch.no_grad():                       # LayerScale 1e-5 and init std 0.02 would hide RoPE errors
+        for n, p in ref.named_parameters():
+            if n.endswith(('gamma_1', 'gamma_2')):
+                p.fill_(0.5)
+            elif n.endswith('qkv.weight'):
+                p.mul_(10)
+            elif n.endswith(('cls_token', 'reg_token')):
+                p.normal_()
+    return ref
+
+
+def _ours(ref: nn.Module, qkv_bias: bool) -> RoPEViT:
+    ours = RoPEViT(arch=dict(embed_dims=64, num_heads=2, depth=2), patch_size=16, rope='axial', rope_theta=100,
+                   rope_coords='normalized', with_cls_token=True, num_reg_tokens=4, qkv_bias=qkv_bias,
+                   layer_scale_init_value=1.0, norm_layer=lambda c: nn.LayerNorm(c, eps=1e-5)).eval()
+    log_dropped: dict[str, str] = {}
+    sd = convert_vit_state_dict(ref.state_dict(), ours, dropped=log_dropped)
+    missing, unexpected = ours.load_state_dict(sd, strict=True)
+    assert not missing and not unexpected
+    return ours
+
+
+def test_rotate_half_permutation_is_a_permutation_and_maps_the_first_x_pair():
+    perm = rotate_half_to_interleaved(16)
+    assert sorted(perm.tolist()) == list(range(16))
+    # our pair 0 (channels 0, 1) is x with the fastest magnitude: DINOv3 pair hd/4 = 4 (channels 4, 12)
+    assert perm[:2].tolist() == [4, 12] and perm[8:10].tolist() == [0, 8]
+
+
+@pytest.mark.parametrize('name,bias', [('vit_small_patch16_dinov3', False), ('vit_small_patch16_dinov3_qkvb', True)])
+@pytest.mark.parametrize('size', [(224, 224), (320, 192), (160, 288)])
+def test_parity_with_timm_dinov3_at_several_sizes(name, bias, size):
+    ref = _timm_dinov3(name)
+    ours = _ours(ref, bias)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        expected = ref.forward_features(x)[:, ref.num_prefix_tokens:]        # [B, N, C], final-normed
+        (out,) = ours(x)                                                     # [B, C, H/16, W/16]
+    assert out.shape == (2, 64, size[0] // 16, size[1] // 16)
+    err = (out.flatten(2).transpose(1, 2) - expected).abs().max().item()
+    assert err <= 1e-5
+    # without the reordering (timm's q/k rows as they are) the same weights give another function
+    raw = ours.state_dict()
+    for i, blk in enumerate(ref.blocks):
+        raw[f'blocks.{i}.attn.qkv.weight'] = blk.attn.qkv.weight.detach()
+        if bias:
+            raw[f'blocks.{i}.attn.qkv.bias'] = torch.cat([blk.attn.q_bias, torch.zeros_like(blk.attn.q_bias),
+                                                          blk.attn.v_bias]).detach()
+    ours.load_state_dict(raw, strict=True)
+    with torch.no_grad():
+        assert (ours(x)[0].flatten(2).transpose(1, 2) - expected).abs().max() > 1e-3
