@@ -44,7 +44,7 @@ class RoPEAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, rope: Optional[RopeTables] = None, *,
-                key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                key_mask: Optional[torch.Tensor] = None, num_queries: Optional[int] = None) -> torch.Tensor:
         """
         Args:
             x: ``[B, L, C]``: ``rope.num_prefix_tokens`` prefix tokens, then the patch tokens in
@@ -52,9 +52,11 @@ class RoPEAttention(nn.Module):
             rope: tables with one row per token of ``x`` (``[L, P]`` or ``[nh, L, P]``), or None.
             key_mask: bool, True = may be attended, broadcastable to ``[B, nh, L, L]``
                 (e.g. ``[B, 1, 1, L]`` to hide padding keys), or None.
+            num_queries: only the first ``num_queries`` tokens query (all tokens are keys), e.g.
+                the prefix tokens' global attention beside window blocks.
 
         Returns:
-            ``[B, L, C]``.
+            ``[B, L, C]`` (``[B, num_queries, C]``).
         """
         B, L, C = x.shape
         qkv = self.qkv(x).reshape(B, L, 3, self.num_heads, self.head_dim)  # [B, L, 3, nh, hd]
@@ -68,7 +70,9 @@ class RoPEAttention(nn.Module):
             # q and k in one call (one pass, half the launches); out of place for autograd.
             qk = apply_rope(qk, rope.cos, rope.sin, rope.rot)
         q, k = qk.unbind(0)                                                # [B, nh, L, hd] each
+        if num_queries is not None:
+            q = q[:, :, :num_queries]                                      # [B, nh, Lq, hd]
         x = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_mask, dropout_p=self.attn_drop if self.training else 0.0)  # [B, nh, L, hd]
-        x = x.transpose(1, 2).reshape(B, L, C)                             # [B, L, C]
+            q, k, v, attn_mask=key_mask, dropout_p=self.attn_drop if self.training else 0.0)  # [B, nh, Lq, hd]
+        x = x.transpose(1, 2).reshape(B, q.shape[2], C)                    # [B, Lq, C]
         return self.proj_drop(self.proj(x))

@@ -68,6 +68,34 @@ def token_coords(hw: tuple[int, int], *, num_prefix_tokens: int = 0, device: Opt
     return grid
 
 
+def window_rope_tables(tables: RopeTables, hw: tuple[int, int], window_size: int, batch: int) -> RopeTables:
+    """Cut a grid's tables into the windows of ``window_partition`` (prefix rows kept in each).
+
+    Args:
+        tables: ``[npt + H*W, P]`` or ``[nh, npt + H*W, P]`` of the whole grid.
+        hw: ``(H, W)``; window_size: ``ws``; batch: ``B``.
+
+    Returns:
+        tables ``[B*nW, 1 or nh, npt + ws*ws, P]`` in ``window_partition``'s (batch-major) order;
+        rows of padding tokens are zero (their keys are masked, their outputs dropped).
+    """
+    from .window import pad_to_multiple, window_partition
+    npt = tables.num_prefix_tokens
+    H, W = hw
+
+    def cut(t: torch.Tensor) -> torch.Tensor:
+        t = t.reshape(-1, *t.shape[-2:])                                      # [h, npt + H*W, P]
+        h, P = t.shape[0], t.shape[-1]
+        grid, _ = pad_to_multiple(t[:, npt:].reshape(h, H, W, P), window_size)   # [h, Hp, Wp, P]
+        win = window_partition(grid, window_size)                             # [h*nW, ws*ws, P]
+        win = win.reshape(h, -1, *win.shape[1:]).transpose(0, 1)              # [nW, h, ws*ws, P]
+        pre = t[:, :npt].unsqueeze(0).expand(win.shape[0], -1, -1, -1)        # [nW, h, npt, P]
+        out = torch.cat([pre, win], 2)                                        # [nW, h, npt + ws*ws, P]
+        return out.repeat(batch, 1, 1, 1)                                     # [B*nW, h, L, P]
+
+    return RopeTables(cut(tables.cos), cut(tables.sin), None, npt)
+
+
 def build_rope_tables(freqs: torch.Tensor, coords: torch.Tensor, *, num_prefix_tokens: int = 0) -> RopeTables:
     """``RopeTables`` of frequencies ``[2, ..., P]`` at coordinates ``[L, 2]`` (tables ``[..., L, P]``)."""
     cos, sin = rope_cos_sin(freqs, coords)                                   # [..., L, P] each

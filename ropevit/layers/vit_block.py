@@ -13,7 +13,7 @@ from torch import nn
 
 from .attention import RoPEAttention
 from .layer_types import ActLayer, NormLayer
-from .rope_tables import RopeTables
+from .rope_tables import RopeTables, window_rope_tables
 from .window import pad_to_multiple, window_partition, window_unpartition
 
 
@@ -54,28 +54,39 @@ class ViTBlock(nn.Module):
               num_prefix_tokens: int, key_mask: Optional[torch.Tensor]) -> torch.Tensor:
         if not self.window_size:
             return self.attn(x, rope)                                 # tables with the prefix rows
-        if num_prefix_tokens:
-            raise ValueError('window attention got prefix tokens; build the model with with_cls_token=False')
         B, _, C = x.shape
         H, W = hw
-        ws = self.window_size
-        x, padded_hw = pad_to_multiple(x.view(B, H, W, C), ws)       # [B, Hp, Wp, C]
-        x = window_partition(x, ws)                                   # [B*nW, ws*ws, C]
+        ws, npt = self.window_size, num_prefix_tokens
+        patches = x[:, npt:]
+        win, padded_hw = pad_to_multiple(patches.reshape(B, H, W, C), ws)   # [B, Hp, Wp, C]
+        win = window_partition(win, ws)                               # [B*nW, ws*ws, C]
         if key_mask is not None:                                      # [nW, 1, 1, ws*ws]
             key_mask = key_mask.repeat(B, 1, 1, 1)                    # [B*nW, 1, 1, ws*ws] (batch-major)
-        x = self.attn(x, rope, key_mask=key_mask)                     # [B*nW, ws*ws, C]
-        x = window_unpartition(x, ws, padded_hw, hw)                  # [B, H, W, C]
-        return x.view(B, H * W, C)
+        if npt:
+            # Prefix tokens are never windowed: every window sees them as extra tokens (identity
+            # rows of the window tables), and they attend globally to all tokens.
+            n_win = win.shape[0] // B
+            win = torch.cat([x[:, :npt].repeat_interleave(n_win, 0), win], 1)   # [B*nW, npt + ws*ws, C]
+            if key_mask is not None:
+                key_mask = torch.cat([key_mask.new_ones(*key_mask.shape[:-1], npt), key_mask], -1)
+        win_rope = window_rope_tables(rope, hw, ws, B) if npt and rope is not None else rope
+        win = self.attn(win, win_rope, key_mask=key_mask)[:, npt:]    # [B*nW, ws*ws, C]
+        out = window_unpartition(win, ws, padded_hw, hw).reshape(B, H * W, C)   # [B, H*W, C]
+        if not npt:
+            return out
+        prefix = self.attn(x, rope, num_queries=npt)                  # [B, npt, C]: global
+        return torch.cat([prefix, out], 1)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], rope: Optional[RopeTables] = None, *,
                 num_prefix_tokens: int = 0, key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Args:
-            x: ``[B, npt + H*W, C]`` (``npt = num_prefix_tokens``; 0 for window blocks).
+            x: ``[B, npt + H*W, C]`` (``npt = num_prefix_tokens``).
             hw: patch grid ``(H, W)``.
             rope: the tables of this block's attention grid: ``H x W`` with ``npt`` identity
                 rows first (global), or ``ws x ws`` (window; window-local coordinates, RoPE
-                being relative).
+                being relative); window blocks with prefix tokens take the global tables and cut
+                the windows out of them (a prefix token sees a patch's absolute angle).
             key_mask: window blocks: ``[nW, 1, 1, ws*ws]`` bool, False on padding.
 
         Returns:

@@ -52,12 +52,10 @@ def _check_patch_size(patch_size: int, pretrain_img_size: int) -> None:
 
 
 def _check_windows(window_size: int, global_attn_indexes: Sequence[int], with_cls_token: bool, depth: int) -> None:
-    """ViTDet windows: ``window_size >= 0``, no class token with windows, global blocks in range."""
+    """ViTDet windows: ``window_size >= 0``, global blocks in range (prefix tokens are never
+    windowed: they attend globally beside window blocks, and every window sees them)."""
     if window_size < 0:
         raise ValueError(f'window_size={window_size} must be >= 0 (0 = all blocks global)')
-    if window_size > 0 and with_cls_token:
-        raise ValueError(f'window_size={window_size} needs with_cls_token=False (a class token cannot be '
-                         f'split into windows); allowed with a class token: window_size=0')
     bad = [i for i in global_attn_indexes if not 0 <= i < depth]
     if bad:
         raise ValueError(f'global_attn_indexes={tuple(global_attn_indexes)}: {bad} out of range; allowed '

@@ -132,7 +132,7 @@ class RoPEViT(nn.Module):
             ref_size = (pretrain_img_size, pretrain_img_size)
         if num_reg_tokens < 0:
             raise ValueError(f'num_reg_tokens={num_reg_tokens} must be >= 0')
-        _check_windows(window_size, global_attn_indexes, with_cls_token or num_reg_tokens > 0, depth)
+        _check_windows(window_size, global_attn_indexes, with_cls_token, depth)
         outs = _resolve_block_out_indices(out_indices, depth)
         _check_frozen_stages(frozen_stages, depth)
         _check_rate('drop_path_rate', drop_path_rate)
@@ -259,7 +259,10 @@ class RoPEViT(nn.Module):
         """One :class:`RopeTables` per block, built once per distinct grid (outside the block loop).
 
         Global blocks' tables cover the prefix tokens too (identity rows first); window
-        blocks' tables have the window-local indices times the grid's coordinate steps.
+        blocks' tables have the window-local indices times the grid's coordinate steps. With
+        prefix tokens, window blocks get the global tables instead: a prefix token's score with a
+        patch token depends on the patch's absolute angle, so the block cuts the windows' rows out
+        of the global tables (:func:`~ropevit.layers.rope_tables.window_rope_tables`).
         """
         if self.rope is None:
             return [None] * self.depth
@@ -272,7 +275,8 @@ class RoPEViT(nn.Module):
         for i in range(self.depth):
             groups.setdefault(self._block_window(i), []).append(i)
         for ws, ids in groups.items():
-            grid, npt, gmap = ((ws, ws), 0, cmap.local()) if ws else (hw, self.num_prefix_tokens, cmap)
+            npt = self.num_prefix_tokens
+            grid, gmap = ((ws, ws), cmap.local()) if ws and not npt else (hw, cmap)
             for i, tables in zip(ids, self.rope.block_tables(grid, device, ids, num_prefix_tokens=npt, cmap=gmap,
                                                              cache=cache)):
                 per_block[i] = tables

@@ -67,3 +67,48 @@ def test_parity_with_timm_dinov3_at_several_sizes(name, bias, size):
     ours.load_state_dict(raw, strict=True)
     with torch.no_grad():
         assert (ours(x)[0].flatten(2).transpose(1, 2) - expected).abs().max() > 1e-3
+
+
+def _windowed_reference(ref: nn.Module, x: torch.Tensor, ws: int, windowed: set[int]) -> torch.Tensor:
+    """timm's DINOv3 with the attention of the blocks in ``windowed`` run on windows: every
+    ``ws x ws`` window of real tokens (edge windows smaller, no padding) attends together with the
+    prefix tokens (the window's output rows are kept), and the prefix tokens attend to all tokens.
+    RoPE rows are those of the whole grid. Returns the final-normed patch tokens ``[B, N, C]``."""
+    B, _, Hi, Wi = x.shape
+    H, W = Hi // 16, Wi // 16
+    tok = ref.patch_embed(x)                                                   # [B, H, W, C] (dynamic size)
+    tok, rope = ref._pos_embed(tok)                                            # [B, npt + N, C], [N, 2 hd]
+    npt = ref.num_prefix_tokens
+    for i, blk in enumerate(ref.blocks):
+        if i not in windowed:
+            tok = blk(tok, rope=rope)
+            continue
+        y = blk.norm1(tok)
+        out = torch.empty_like(y)
+        out[:, :npt] = blk.attn(y, rope=rope)[:, :npt]                         # prefix: global
+        for r0 in range(0, H, ws):
+            for c0 in range(0, W, ws):
+                idx = torch.tensor([r * W + c for r in range(r0, min(r0 + ws, H)) for c in range(c0, min(c0 + ws, W))])
+                seq = torch.cat([y[:, :npt], y[:, npt + idx]], 1)
+                out[:, npt + idx] = blk.attn(seq, rope=rope[idx])[:, npt:]
+        tok = tok + blk.gamma_1 * out
+        tok = tok + blk.gamma_2 * blk.mlp(blk.norm2(tok))
+    return ref.norm(tok)[:, npt:]
+
+
+@pytest.mark.parametrize('size,ws', [((224, 224), 4), ((320, 192), 3), ((160, 288), 5)])
+def test_windowed_parity_with_timm_dinov3_run_on_the_same_windows(size, ws):
+    """Block 0 windowed (padding at the edges of 14x14 / 20x12 / 10x18 grids, masked), block 1 global."""
+    ref = _timm_dinov3('vit_small_patch16_dinov3_qkvb')
+    glob = _ours(ref, True)
+    ours = RoPEViT(arch=dict(embed_dims=64, num_heads=2, depth=2), patch_size=16, rope='axial', rope_theta=100,
+                   rope_coords='normalized', num_reg_tokens=4, qkv_bias=True, layer_scale_init_value=1.0,
+                   window_size=ws, global_attn_indexes=(1,), norm_layer=lambda c: nn.LayerNorm(c, eps=1e-5)).eval()
+    ours.load_state_dict(glob.state_dict(), strict=True)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        expected = _windowed_reference(ref, x, ws, {0})
+        (out,) = ours(x)
+        err = (out.flatten(2).transpose(1, 2) - expected).abs().max().item()
+        assert err <= 1e-5
+        assert (glob(x)[0] - out).abs().max() > 1e-3                          # the windows do change it

@@ -139,7 +139,6 @@ def test_every_valid_option_combination_builds_and_runs(rope, use_ape, ws, final
     (dict(arch=dict(embed_dims=64, num_heads=3, depth=2)), 'embed_dims'),
     (dict(arch=dict(embed_dims=36, num_heads=2, depth=2), rope='axial'), 'head_dim'),
     (dict(rope='cat'), 'rope'),
-    (dict(window_size=4), 'with_cls_token'),
     (dict(window_size=-1, with_cls_token=False), 'window_size'),
     (dict(window_size=4, with_cls_token=False, global_attn_indexes=(2,)), 'global_attn_indexes'),
     (dict(out_indices=(2,)), 'out_indices'),
