@@ -202,6 +202,11 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
         return out
 
     # ---- fit to the model
+    if layout == 'dinov3' and getattr(model, 'rope_coords', 'normalized') != 'normalized':
+        log.warnings.append(f"a DINOv3 checkpoint (reg_token, rotate-half RoPE) was trained with normalised "
+                            f"coordinates, but the model has rope_coords={model.rope_coords!r}: it computes "
+                            f"another function; build it with rope_coords='normalized' (and rope='axial', "
+                            f"rope_theta=100)")
     _fit_rope(out, model, log, checkpoint_rope=checkpoint_rope, axial_theta=axial_theta)
     if 'pos_embed' in out and 'pos_embed' not in own:
         log.hints['pos_embed'] = ('the checkpoint has an absolute position embedding but the model has '

@@ -112,3 +112,16 @@ def test_windowed_parity_with_timm_dinov3_run_on_the_same_windows(size, ws):
         err = (out.flatten(2).transpose(1, 2) - expected).abs().max().item()
         assert err <= 1e-5
         assert (glob(x)[0] - out).abs().max() > 1e-3                          # the windows do change it
+
+
+def test_dinov3_checkpoint_into_index_coordinates_warns_naming_the_option():
+    from ropevit.checkpoint.common import ConversionLog
+    ref = _timm_dinov3()
+    model = RoPEViT(arch=dict(embed_dims=64, num_heads=2, depth=2), patch_size=16, rope='axial', rope_theta=100,
+                    num_reg_tokens=4, qkv_bias=False, layer_scale_init_value=1.0)
+    log = ConversionLog()
+    convert_vit_state_dict(ref.state_dict(), model, log=log)
+    assert any("rope_coords='index'" in w and "rope_coords='normalized'" in w for w in log.warnings)
+    log = ConversionLog()
+    convert_vit_state_dict(ref.state_dict(), _ours(ref, False), log=log)
+    assert not any('rope_coords' in w for w in log.warnings)
