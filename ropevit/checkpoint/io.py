@@ -51,6 +51,18 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
     raise pickle.UnpicklingError(f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
 
 
+def _load_safetensors(path: str, map_location: Any) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file (timm's / Hugging Face's weights): tensors only, nothing to execute."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    device = map_location if isinstance(map_location, str) else 'cpu'
+    try:
+        return load_file(path, device=device)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RuntimeError(f'could not read checkpoint {path} (truncated or not a safetensors file): '
+                           f'{_first_line(e)}') from None
+
+
 class UnsafeCheckpointError(RuntimeError):
     """A checkpoint holds a pickled object outside the allowlist."""
 
@@ -67,6 +79,8 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = 'cpu') -> 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
+    if path.endswith('.safetensors'):
+        return _load_safetensors(path, map_location)
     try:
         with torch.serialization.safe_globals(safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)

@@ -125,3 +125,35 @@ def test_dinov3_checkpoint_into_index_coordinates_warns_naming_the_option():
     log = ConversionLog()
     convert_vit_state_dict(ref.state_dict(), _ours(ref, False), log=log)
     assert not any('rope_coords' in w for w in log.warnings)
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+def test_timm_dinov3_file_loads_through_init_cfg_with_every_key_accounted_for(tmp_path, suffix):
+    from mmengine.registry import MODELS
+    import ropevit.mm  # noqa: F401
+    ref = _timm_dinov3('vit_small_patch16_dinov3_qkvb')
+    path = str(tmp_path / f'dinov3{suffix}')
+    if suffix == '.pth':
+        torch.save(ref.state_dict(), path)
+    else:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, path)
+    ours = MODELS.build(dict(type='RoPEViT', arch=dict(embed_dims=64, num_heads=2, depth=2), patch_size=16,
+                             rope='axial', rope_theta=100, rope_coords='normalized', num_reg_tokens=4,
+                             layer_scale_init_value=1.0, norm_cfg=dict(type='LN', eps=1e-5), window_size=4,
+                             global_attn_indexes=(1,), init_cfg=dict(type='Pretrained', checkpoint=path)))
+    ours.init_weights()
+    ours.eval()
+    assert not ours.load_report.missing and not ours.load_report.unexpected
+    x = torch.randn(1, 3, 192, 224)
+    with torch.no_grad():
+        err = (ours(x)[0].flatten(2).transpose(1, 2) - _windowed_reference(ref, x, 4, {0})).abs().max().item()
+    assert err <= 1e-5
+
+
+def test_corrupt_safetensors_file_is_one_clear_error(tmp_path):
+    from ropevit.checkpoint.io import load_checkpoint_file
+    path = tmp_path / 'broken.safetensors'
+    path.write_bytes(b'\x00' * 7)
+    with pytest.raises(RuntimeError, match=r'broken\.safetensors \(truncated or not a safetensors file\)'):
+        load_checkpoint_file(path)
