@@ -64,11 +64,14 @@ _SWIN_KEY = re.compile(r'(layers|stages)\.\d+\.(blocks\.\d+|downsample)\.')
 
 def detect_vit_layout(state_dict: StateDict) -> str:
     """``'naver'`` (flat ``freqs``), ``'dinov3'`` (timm's DINOv3 port: ``reg_token``, rotate-half
-    pairs), ``'timm'`` (``rope.freqs`` or no frequencies: axial/none)."""
+    pairs), ``'eva02'`` (timm's EVA-02: split ``q_proj`` / ``k_proj`` / ``v_proj``, y pairs first,
+    a class-token slot in ``pos_embed``), ``'timm'`` (``rope.freqs`` or no frequencies)."""
     if 'freqs' in state_dict or 'freqs_t_x' in state_dict:
         return 'naver'
     if 'reg_token' in state_dict and 'pos_embed' not in state_dict:
         return 'dinov3'
+    if any(re.fullmatch(r'blocks\.\d+\.attn\.q_proj\.weight', k) for k in state_dict):
+        return 'eva02'
     return 'timm'
 
 
@@ -92,15 +95,42 @@ def rotate_half_to_interleaved(head_dim: int) -> torch.Tensor:
     return torch.tensor(perm)
 
 
-def _permute_qk_rows(value: torch.Tensor, num_heads: int) -> torch.Tensor:
+def yx_to_xy_pairs(head_dim: int) -> torch.Tensor:
+    """Channel order for timm's EVA-02 (``RotaryEmbeddingCat``, ``'ij'`` grid): interleaved pairs
+    like RoPEViT's, but the first ``hd/4`` pairs rotate with y and the rest with x."""
+    q = head_dim // 4
+    perm = []
+    for p in range(head_dim // 2):
+        j = q + p if p < q else p - q
+        perm += [2 * j, 2 * j + 1]
+    return torch.tensor(perm)
+
+
+def _permute_qk_rows(value: torch.Tensor, num_heads: int, layout: str = 'dinov3') -> torch.Tensor:
     """qkv weight ``[3C, C]`` or bias ``[3C]``: q and k rows permuted per head (see above)."""
     three_c = value.shape[0]
     c = three_c // 3
     hd = c // num_heads
-    perm = rotate_half_to_interleaved(hd)
+    perm = rotate_half_to_interleaved(hd) if layout == 'dinov3' else yx_to_xy_pairs(hd)
     rows = value.reshape(3, num_heads, hd, *value.shape[1:])          # [3, nh, hd, ...]
     qk = rows[:2].index_select(2, perm)
     return torch.cat([qk, rows[2:]]).reshape(value.shape)
+
+
+def _merge_split_qkv(sd: StateDict, log: ConversionLog) -> StateDict:
+    """timm's EVA-02 ``attn.{q,k,v}_proj`` (k without bias) -> one ``attn.qkv``."""
+    heads = sorted({k[:-len('q_proj.weight')] for k in sd if re.fullmatch(r'blocks\.\d+\.attn\.q_proj\.weight', k)})
+    if not heads:
+        return sd
+    sd = dict(sd)
+    for h in heads:
+        w = [sd.pop(f'{h}{n}_proj.weight') for n in 'qkv']
+        sd[h + 'qkv.weight'] = torch.cat(w)
+        biases = [sd.pop(f'{h}{n}_proj.bias', None) for n in 'qkv']
+        if any(b is not None for b in biases):
+            sd[h + 'qkv.bias'] = torch.cat([b if b is not None else torch.zeros(w[0].shape[0]) for b in biases])
+        log.converted[h + 'qkv.weight'] = f'{h}q_proj, k_proj, v_proj concatenated (k bias: zeros)'
+    return sd
 
 
 def _merge_split_qkv_bias(sd: StateDict, log: ConversionLog) -> StateDict:
@@ -171,7 +201,13 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
         sd = strip_prefix(sd, 'backbone.')
     _refuse_swin(sd)
     layout = detect_vit_layout(sd)
-    sd = _merge_split_qkv_bias(sd, log)
+    sd = _merge_split_qkv(_merge_split_qkv_bias(sd, log), log)
+    if layout == 'eva02' and 'pos_embed' in sd and 'cls_token' in sd:
+        pe = sd['pos_embed']
+        n = pe.shape[1]
+        if math.isqrt(n - 1) ** 2 == n - 1:                                   # [1, 1 + S*S, C]: a class slot
+            sd = dict(sd, cls_token=sd['cls_token'] + pe[:, :1], pos_embed=pe[:, 1:])
+            log.converted['cls_token'] = "cls_token + pos_embed[:, 0] (EVA-02's class-token position folded in)"
     own = model.state_dict() if model is not None else None
     if num_heads is None and model is not None:
         num_heads = model.num_heads
@@ -191,11 +227,13 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
                 raise CheckpointMismatchError(f'freqs {tuple(value.shape)}: last dim {flat} is not divisible by '
                                               f'num_heads={heads}')
             key, value = 'rope.freqs', value.reshape(two, depth, heads, flat // heads)  # [2, depth, nh, hd/2]
-        if layout == 'dinov3' and re.fullmatch(r'blocks\.\d+\.attn\.qkv\.(weight|bias)', key):
+        if layout in ('dinov3', 'eva02') and re.fullmatch(r'blocks\.\d+\.attn\.qkv\.(weight|bias)', key):
             if num_heads is None:
-                raise ValueError('a DINOv3 checkpoint needs num_heads (or the model) to reorder its RoPE pairs')
-            value = _permute_qk_rows(value, num_heads)
-            log.converted[key] = 'q/k channels reordered from rotate-half pairs (timm DINOv3) to interleaved'
+                raise ValueError(f'a {layout} checkpoint needs num_heads (or the model) to reorder its RoPE pairs')
+            value = _permute_qk_rows(value, num_heads, layout)
+            log.converted[key] = (f'q/k channels reordered from timm {layout} RoPE pairs '
+                                  f'({"rotate-half, y first" if layout == "dinov3" else "y pairs first"}) to '
+                                  f'RoPEViT\'s (interleaved, x first)')
         out[key] = value
 
     if own is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath, Mlp, SwiGLU
 from torch import nn
 
 from .attention import RoPEAttention
@@ -29,20 +29,35 @@ class ViTBlock(nn.Module):
         attn_drop, proj_drop: dropout rates.
         layer_scale_init_value: initial LayerScale ``gamma``; None or 0 disables LayerScale.
         window_size: 0 = global attention over all tokens; ``ws > 0`` = attention inside
-            non-overlapping ``ws x ws`` windows of the patch grid (no prefix tokens allowed).
+            non-overlapping ``ws x ws`` windows of the patch grid (prefix tokens: each window
+            sees them, and they attend globally).
+        mlp_layer: ``'mlp'`` (``fc2(act(fc1))``, timm's ``Mlp``) or ``'swiglu'`` (EVA-02:
+            ``fc2(norm(silu(fc1_g) * fc1_x))``, timm's ``SwiGLU``; ``act_layer`` is not used).
+        mlp_norm: the LayerNorm inside the SwiGLU MLP (EVA-02's "sub-LN", timm's ``scale_mlp``).
         norm_layer, act_layer: factories.
     """
 
     def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop_path: float = 0.0, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 layer_scale_init_value: Optional[float] = 1e-5, window_size: int = 0,
-                 norm_layer: NormLayer = nn.LayerNorm, act_layer: ActLayer = nn.GELU) -> None:
+                 layer_scale_init_value: Optional[float] = 1e-5, window_size: int = 0, mlp_layer: str = 'mlp',
+                 mlp_norm: bool = False, norm_layer: NormLayer = nn.LayerNorm,
+                 act_layer: ActLayer = nn.GELU) -> None:
         super().__init__()
         self.window_size = window_size
         self.norm1 = norm_layer(dim)
         self.attn = RoPEAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
+        hidden = int(dim * mlp_ratio)
+        if mlp_layer == 'mlp':
+            if mlp_norm:
+                raise ValueError("mlp_norm=True needs mlp_layer='swiglu' (EVA-02's sub-LN MLP)")
+            self.mlp = Mlp(dim, hidden, act_layer=act_layer, drop=proj_drop)
+        elif mlp_layer == 'swiglu':
+            self.mlp = SwiGLU(dim, hidden, drop=proj_drop)
+            if mlp_norm:
+                self.mlp.norm = norm_layer(hidden)                  # our factories take the channels only
+        else:
+            raise ValueError(f"mlp_layer={mlp_layer!r} is not supported; choose 'mlp' or 'swiglu'")
         if layer_scale_init_value:
             self.gamma_1 = nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
             self.gamma_2 = nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))

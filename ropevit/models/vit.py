@@ -104,6 +104,8 @@ class RoPEViT(nn.Module):
         layer_scale_init_value: LayerScale init; None/0 disables LayerScale.
         norm_layer: factory ``C -> module`` (default LayerNorm, eps 1e-6 as DeiT-III/timm).
         act_layer: factory for the MLP activation (default GELU).
+        mlp_layer: ``'mlp'`` (DeiT-III / DINOv3) or ``'swiglu'`` (EVA-02); mlp_norm: the
+            LayerNorm inside the SwiGLU MLP (EVA-02-B/L's sub-LN).
         with_cp: activation checkpointing per block (``torch.utils.checkpoint``).
         frozen_stages: -1 none; 0 patch embed, class token, position embedding; ``k >= 1``
             also blocks ``0..k-1`` (and their slice of RoPE-Mixed frequencies, whose
@@ -119,7 +121,8 @@ class RoPEViT(nn.Module):
                  final_norm: bool = True, qkv_bias: bool = True, drop_path_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_rate: float = 0.0,
                  layer_scale_init_value: Optional[float] = 1e-5, norm_layer: Optional[NormLayer] = None,
-                 act_layer: ActLayer = nn.GELU, with_cp: bool = False, frozen_stages: int = -1) -> None:
+                 act_layer: ActLayer = nn.GELU, mlp_layer: str = 'mlp', mlp_norm: bool = False,
+                 with_cp: bool = False, frozen_stages: int = -1) -> None:
         super().__init__()
         spec = resolve_vit_arch(arch)
         dims, heads, depth = int(spec['embed_dims']), int(spec['num_heads']), int(spec['depth'])
@@ -171,7 +174,8 @@ class RoPEViT(nn.Module):
         self.blocks = nn.ModuleList([
             ViTBlock(dims, heads, mlp_ratio=spec['mlp_ratio'], qkv_bias=qkv_bias, drop_path=dpr[i],
                      attn_drop=attn_drop_rate, proj_drop=drop_rate, layer_scale_init_value=layer_scale_init_value,
-                     window_size=self._block_window(i), norm_layer=norm_layer, act_layer=act_layer)
+                     window_size=self._block_window(i), mlp_layer=mlp_layer, mlp_norm=mlp_norm,
+                     norm_layer=norm_layer, act_layer=act_layer)
             for i in range(depth)])
         self.norm = norm_layer(dims) if final_norm else None
         self.init_scratch_weights()
