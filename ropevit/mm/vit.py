@@ -41,11 +41,16 @@ class RoPEViT(core.RoPEViT, BaseModule):
     mmcv; default LayerNorm eps 1e-6 and GELU) and ``init_cfg`` / ``pretrained``.
     ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` accepts the original naver
     RoPE-ViT checkpoints, timm's ports, and ropevit / mmengine checkpoints (``backbone.``
-    prefix), converted by :func:`ropevit.checkpoint.vit.convert_vit_state_dict`.
+    prefix), converted by :func:`ropevit.checkpoint.vit.convert_vit_state_dict`, and timm's
+    DINOv3 / EVA-02 weights (``.pth`` or ``.safetensors``) with ``preset='dinov3'`` / ``'eva02'``
+    (:data:`ropevit.models.vit.VIT_PRESETS`; explicit keywords win).
     """
 
     def __init__(self, *, init_cfg: Optional[Union[dict, list]] = None, pretrained: Optional[str] = None,
-                 norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None, **kwargs) -> None:
+                 norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None, preset: Optional[str] = None,
+                 **kwargs) -> None:
+        if preset is not None:                      # a family of core.VIT_PRESETS: 'dinov3', 'eva02'
+            kwargs = core.vit_preset_kwargs(preset, kwargs)
         init_cfg = translate_mm_keywords(kwargs, init_cfg=init_cfg, pretrained=pretrained, norm_cfg=norm_cfg,
                                          act_cfg=act_cfg)
         super().__init__(**kwargs)

@@ -47,6 +47,42 @@ VIT_ARCHS: dict[str, dict] = {
 DEFAULT_ROPE_THETA: dict[str, float] = {'axial': 100.0, 'mixed': 10.0, 'none': 0.0}
 
 
+#: Families (``preset=``): the options that make RoPEViT compute timm's model of that family, whose
+#: state dicts then load through :func:`ropevit.checkpoint.vit.convert_vit_state_dict`. Explicit
+#: keywords win over a preset's.
+VIT_PRESETS: dict[str, dict] = {
+    # DeiT-III "LS" RoPE-ViT (naver-ai/rope-vit, timm's vit_*_patch16_rope*): the class defaults.
+    'rope-vit': dict(),
+    # timm's vit_{small,base,large}_patch16_dinov3[_qkvb]: 4 registers, normalised axial RoPE
+    # (base 100), LayerScale, LayerNorm eps 1e-5, no APE (the _qkvb weights: qkv_bias=True).
+    'dinov3': dict(patch_size=16, rope='axial', rope_theta=100.0, rope_coords='normalized', use_ape=False,
+                   with_cls_token=True, num_reg_tokens=4, qkv_bias=False, layer_scale_init_value=1e-5,
+                   final_norm=True, norm_eps=1e-5),
+    # timm's eva02_{base,large}_patch14_{224,448}*: SwiGLU with sub-LN (mlp_ratio 8/3), APE, RoPE on
+    # the pretraining grid's rescale (theta 1e4), no LayerScale, no final norm (fc_norm pools).
+    'eva02': dict(patch_size=14, rope='axial', rope_theta=10000.0, rope_coords='interpolate', use_ape=True,
+                  with_cls_token=True, qkv_bias=True, layer_scale_init_value=None, final_norm=False,
+                  mlp_layer='swiglu', mlp_norm=True, mlp_ratio=4 * 2 / 3, norm_eps=1e-6),
+}
+
+
+def vit_preset_kwargs(preset: str, kwargs: dict) -> dict:
+    """``kwargs`` completed with the options of a family of :data:`VIT_PRESETS` (explicit ones win)."""
+    if preset not in VIT_PRESETS:
+        raise ValueError(f'preset={preset!r} is not a RoPEViT family; choose one of {tuple(VIT_PRESETS)}')
+    spec = dict(VIT_PRESETS[preset])
+    eps, mlp_ratio = spec.pop('norm_eps', None), spec.pop('mlp_ratio', None)
+    if eps is not None and 'norm_layer' not in kwargs:
+        spec['norm_layer'] = lambda c: nn.LayerNorm(c, eps=eps)
+    out = {**spec, **kwargs}
+    if mlp_ratio is not None:
+        arch = resolve_vit_arch(out.get('arch', 'base'))
+        if not (isinstance(out.get('arch'), dict) and 'mlp_ratio' in out['arch']):
+            arch['mlp_ratio'] = mlp_ratio
+        out['arch'] = arch
+    return out
+
+
 def resolve_vit_arch(arch: Union[str, dict]) -> dict:
     """``dict(embed_dims, num_heads, depth, mlp_ratio)`` from a preset name or a dict."""
     if isinstance(arch, str):
@@ -183,6 +219,12 @@ class RoPEViT(nn.Module):
             self.rope.freqs.register_hook(self._mask_frozen_freq_grad)   # before freezing may turn grads off
         self._freeze_stages()
 
+    @classmethod
+    def from_preset(cls, preset: str, **kwargs) -> 'RoPEViT':
+        """A model of a family of :data:`VIT_PRESETS` (``'dinov3'``, ``'eva02'``), e.g.
+        ``RoPEViT.from_preset('dinov3', arch='base', window_size=14, global_attn_indexes=(2, 5, 8, 11))``."""
+        return cls(**vit_preset_kwargs(preset, kwargs))
+
     def _block_window(self, i: int) -> int:
         return 0 if (self.window_size == 0 or i in self.global_attn_indexes) else self.window_size
 
@@ -215,7 +257,7 @@ class RoPEViT(nn.Module):
         if head in ('norm', 'rope'):
             return self.num_layers - 1
         raise ValueError(f'get_layer_id: {param_name!r} is not a parameter name of RoPEViT (expected '
-                         f'patch_embed.*, cls_token, pos_embed, rope.freqs, blocks.<i>.*, norm.*)')
+                         f'patch_embed.*, cls_token, reg_token, pos_embed, rope.freqs, blocks.<i>.*, norm.*)')
 
     # ---------------------------------------------------------------- freezing
     def _frozen_modules(self) -> list[nn.Module]:
