@@ -53,3 +53,32 @@ def test_explicit_keywords_win_over_the_preset_and_unknown_presets_are_refused()
     with pytest.raises(ValueError, match=r"preset='sam'.*\('rope-vit', 'dinov3', 'eva02'\)"):
         vit_preset_kwargs('sam', {})
     assert set(VIT_PRESETS) == {'rope-vit', 'dinov3', 'eva02'}
+
+
+def _windowed(preset: str, **kw) -> RoPEViT:
+    torch.manual_seed(0)
+    return RoPEViT.from_preset(preset, arch=dict(embed_dims=32, num_heads=2, depth=2), window_size=3,
+                               global_attn_indexes=(1,), layer_scale_init_value=0.5 if preset == 'dinov3' else None,
+                               **kw)
+
+
+def test_windowed_prefix_tokens_under_compile_equal_eager():
+    """Prefix tokens beside window blocks (DINOv3: 5 of them; EVA-02 shares the code path)."""
+    m = _windowed('dinov3').eval()
+    compiled = torch.compile(m)
+    with torch.no_grad():
+        for hw in ((5, 7), (4, 4)):
+            x = torch.randn(1, 3, hw[0] * 16, hw[1] * 16)
+            torch.testing.assert_close(compiled(x)[0], m(x)[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('preset', list(CASES))
+def test_windowed_prefix_tokens_with_checkpointing_give_the_same_gradients(preset):
+    patch = CASES[preset][1]
+    m, cp = _windowed(preset), _windowed(preset, with_cp=True)
+    cp.load_state_dict(m.state_dict())
+    x = torch.randn(2, 3, 5 * patch, 7 * patch)
+    m(x)[0].square().sum().backward()
+    cp(x)[0].square().sum().backward()
+    for (n, a), b in zip(m.named_parameters(), cp.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=n)
