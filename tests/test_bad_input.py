@@ -48,7 +48,7 @@ def test_swin_bad_options_name_value_and_allowed(kwargs, names):
     (dict(arch='huge'), ["'huge'", "'small'", "'base'", "'large'"]),
     (dict(arch=dict(embed_dims=30, num_heads=4, depth=2)), ['embed_dims=30', 'num_heads=4']),
     (dict(arch=dict(embed_dims=40, num_heads=4, depth=2)), ['head_dim=10', 'divisible by 4']),
-    (dict(window_size=4, with_cls_token=True), ['window_size=4', 'with_cls_token=False']),
+    (dict(num_reg_tokens=-1), ['num_reg_tokens=-1', '>= 0']),
     (dict(window_size=-1), ['window_size=-1', '>= 0']),
 ])
 def test_vit_bad_options_name_value_and_allowed(kwargs, names):

@@ -118,33 +118,26 @@ def _permute_qk_rows(value: torch.Tensor, num_heads: int, layout: str = 'dinov3'
 
 
 def _merge_split_qkv(sd: StateDict, log: ConversionLog) -> StateDict:
-    """timm's EVA-02 ``attn.{q,k,v}_proj`` (k without bias) -> one ``attn.qkv``."""
-    heads = sorted({k[:-len('q_proj.weight')] for k in sd if re.fullmatch(r'blocks\.\d+\.attn\.q_proj\.weight', k)})
-    if not heads:
-        return sd
-    sd = dict(sd)
-    for h in heads:
-        w = [sd.pop(f'{h}{n}_proj.weight') for n in 'qkv']
-        sd[h + 'qkv.weight'] = torch.cat(w)
-        biases = [sd.pop(f'{h}{n}_proj.bias', None) for n in 'qkv']
+    """timm's split attention inputs -> one ``attn.qkv`` (k has no bias: zeros, which attention
+    cannot see): EVA-02's ``attn.{q,k,v}_proj.*`` and DINOv3-qkvb's ``attn.q_bias`` / ``attn.v_bias``."""
+    out = dict(sd)
+    for key in sd:
+        m = re.fullmatch(r'(blocks\.\d+\.attn\.)(q_proj\.weight|q_bias)', key)
+        if m is None:
+            continue
+        h = m.group(1)
+        if m.group(2) == 'q_proj.weight':
+            weights = [out.pop(f'{h}{n}_proj.weight') for n in 'qkv']
+            out[h + 'qkv.weight'] = torch.cat(weights)
+            biases = [out.pop(f'{h}{n}_proj.bias', None) for n in 'qkv']
+            log.converted[h + 'qkv.weight'] = f'{h}q_proj, k_proj, v_proj concatenated'
+        else:
+            biases = [out.pop(f'{h}{n}_bias', None) for n in 'qkv']
         if any(b is not None for b in biases):
-            sd[h + 'qkv.bias'] = torch.cat([b if b is not None else torch.zeros(w[0].shape[0]) for b in biases])
-        log.converted[h + 'qkv.weight'] = f'{h}q_proj, k_proj, v_proj concatenated (k bias: zeros)'
-    return sd
-
-
-def _merge_split_qkv_bias(sd: StateDict, log: ConversionLog) -> StateDict:
-    """timm's EVA / DINOv3 ``attn.q_bias`` / ``attn.v_bias`` (k has none) -> one ``attn.qkv.bias``."""
-    heads = sorted({k[:-len('q_bias')] for k in sd if re.fullmatch(r'blocks\.\d+\.attn\.q_bias', k)})
-    if not heads:
-        return sd
-    sd = dict(sd)
-    for h in heads:
-        q, v = sd.pop(h + 'q_bias'), sd.pop(h + 'v_bias')
-        k = sd.pop(h + 'k_bias', torch.zeros_like(q))
-        sd[h + 'qkv.bias'] = torch.cat([q, k, v])
-        log.converted[h + 'qkv.bias'] = f'{h}q_bias, k (zeros), v_bias concatenated'
-    return sd
+            ref = next(b for b in biases if b is not None)
+            out[h + 'qkv.bias'] = torch.cat([torch.zeros_like(ref) if b is None else b for b in biases])
+            log.converted[h + 'qkv.bias'] = f'{h}q, k (zeros if absent), v biases concatenated'
+    return out
 
 
 def _refuse_swin(sd: StateDict) -> None:
@@ -201,7 +194,7 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
         sd = strip_prefix(sd, 'backbone.')
     _refuse_swin(sd)
     layout = detect_vit_layout(sd)
-    sd = _merge_split_qkv(_merge_split_qkv_bias(sd, log), log)
+    sd = _merge_split_qkv(sd, log)
     if layout == 'eva02' and 'pos_embed' in sd and 'cls_token' in sd:
         pe = sd['pos_embed']
         n = pe.shape[1]

@@ -17,7 +17,8 @@ Every rule maps the patch index ``i`` of an axis (``0 .. W-1``) affinely, ``x = 
 Why affine maps suffice for windows: a RoPE score depends on ``x_i - x_j`` only, so a window's
 scores are those of the grid's coordinates when the window gets the local indices ``0 .. ws-1``
 times the grid's ``a`` (the offset ``b`` cancels). Only tokens without a position (prefix tokens,
-which the tables leave unrotated) see ``b``, and they attend in global blocks only.
+which the tables leave unrotated) see ``b``: ViTDet window blocks with prefix tokens therefore cut
+their windows out of the whole grid's tables (``rope_tables.window_rope_tables``).
 """
 from __future__ import annotations
 

@@ -6,7 +6,11 @@ absolute position embedding, and ViTDet-style window attention with a few global
 Any input size: the image is zero-padded to a patch multiple, outputs are
 ``ceil(H / 16) x ceil(W / 16)`` NCHW maps.
 
-State-dict keys equal timm's port: ``cls_token``, ``pos_embed`` ``[1, (S/16)^2, C]``,
+Prefix tokens (class token, ``num_reg_tokens`` registers) are never rotated and never windowed:
+beside window blocks every window attends with them and they attend globally. ``preset='dinov3' |
+'eva02'`` (:data:`VIT_PRESETS`) gives the options of timm's DINOv3 / EVA-02, whose weights then load.
+
+State-dict keys equal timm's port: ``cls_token``, ``reg_token`` ``[1, R, C]``, ``pos_embed`` ``[1, (S/16)^2, C]``,
 ``patch_embed.proj``, ``rope.freqs`` ``[2, depth, nh, hd // 2]`` (mixed only),
 ``blocks.i.{norm1, attn.qkv, attn.proj, gamma_1, norm2, mlp.fc1, mlp.fc2, gamma_2}``,
 ``norm`` (only with ``final_norm``).

@@ -242,7 +242,7 @@ def test_normalized_augmentation_only_in_training_and_within_its_ranges():
         draws.append(round(float(f), 6))
     assert len(set(draws)) == 4                                                # a fresh draw per forward
     m(torch.randn(1, 3, 32, 48))[0].sum().backward()
-    assert m.patch_embed.proj.weight.grad is not None
+    assert m.patch_embed.proj.weight.grad.abs().sum() > 0                      # gradients reach the stem
 
 
 @pytest.mark.parametrize('kw,match', [
