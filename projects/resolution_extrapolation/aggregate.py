@@ -35,9 +35,11 @@ def load(paths: list[str]) -> tuple[str, list[float], list[str], np.ndarray]:
 
 
 def to_markdown(metric: str, scales: list[float], columns: list[str], values: np.ndarray, *,
-                row_header: str = 'test scale', control: Optional[str] = None) -> str:
-    """Mean ± sample std per scale, the change vs 1x, and (with ``control``) every column's margin
-    over the control column at 1x, paired by seed (mean ± std of the per-seed differences)."""
+                row_header: str = 'test scale', control: Optional[str] = None,
+                pairs: Sequence[tuple[str, str]] = ()) -> str:
+    """Mean ± sample std per scale, the change vs 1x, (with ``control``) every column's margin
+    over the control column at 1x, and (``pairs``) ``A - B`` per seed at every scale: mean ± std of
+    the per-seed differences and on how many seeds ``A`` is ahead."""
     mean, std = values.mean(0), values.std(0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1:])
     head = f'| {row_header} | ' + ' | '.join(columns) + ' |'
     rows = [f'_{metric}, mean ± std over {len(values)} training seed(s)_', '',
@@ -63,6 +65,20 @@ def to_markdown(metric: str, scales: list[float], columns: list[str], values: np
                      '| | ' + ' | '.join(columns[i] for i in others) + ' |', '|---:|' + '---:|' * len(others),
                      '| margin | ' + ' | '.join(f'{margin[:, i].mean():+.1f} ± {spread[i]:.1f}, min {margin[:, i].min():+.1f}'
                                               for i in others) + ' |']
+    for a, b in pairs:
+        if a not in columns or b not in columns:
+            raise ValueError(f'pair ({a!r}, {b!r}): both must be among {columns}')
+    if pairs:
+        rows += ['', f'_paired differences A − B ({metric} points, per seed): mean ± std (seeds where A is ahead)_', '',
+                 f'| {row_header} | ' + ' | '.join(f'{a} − {b}' for a, b in pairs) + ' |',
+                 '|---:|' + '---:|' * len(pairs)]
+        for j, s in enumerate(scales):
+            cells = []
+            for a, b in pairs:
+                d = values[:, columns.index(a), j] - values[:, columns.index(b), j]
+                sd = d.std(ddof=1) if len(d) > 1 else 0.0
+                cells.append(f'{d.mean():+.1f} ± {sd:.1f} ({int((d > 0).sum())}/{len(d)})')
+            rows.append(f'| {s:g}x | ' + ' | '.join(cells) + ' |')
     return '\n'.join(rows) + '\n'
 
 
@@ -108,10 +124,13 @@ def main() -> None:
     parser.add_argument('--title', default='tiny ViT segmentation trained at 64 px: mIoU vs test scale')
     parser.add_argument('--row-header', default='test scale')
     parser.add_argument('--control', default=None, help='column to report every other column\'s margin over')
+    parser.add_argument('--pair', nargs=2, action='append', default=[], metavar=('A', 'B'),
+                        help='also report A - B paired by seed (repeatable)')
     args = parser.parse_args()
     metric, scales, columns, values = load(args.results)
     os.makedirs(args.out_dir, exist_ok=True)
-    table = to_markdown(metric, scales, columns, values, row_header=args.row_header, control=args.control)
+    table = to_markdown(metric, scales, columns, values, row_header=args.row_header, control=args.control,
+                        pairs=[tuple(p) for p in args.pair])
     with atomic_write(osp.join(args.out_dir, 'results.md'), 'w') as f:
         f.write(table)
     plot(metric, scales, columns, values, osp.join(args.out_dir, 'results.png'), args.title)

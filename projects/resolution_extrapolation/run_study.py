@@ -47,6 +47,10 @@ ARMS: dict[str, str] = {
 RESCALE = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
 SCENES = {1.0: 'validation', 1.5: 'validation_96', 2.0: 'validation_128'}   # scale -> split
 CONTROL = 'NoPE'
+#: paired comparisons the README reads (A - B per seed)
+PAIRS = [('APE', 'RoPE-Axial'), ('RoPE-Axial', 'RoPE-Mixed'), ('RoPE-Mixed + APE', 'RoPE-Mixed'),
+         ('RoPE-Axial (interpolate)', 'APE'), ('RoPE-Axial normalized', 'RoPE-Axial (interpolate)'),
+         ('RoPE-Axial normalized', 'RoPE-Mixed normalized'), ('RoPE-Axial', 'APE')]
 #: arms trained with patch-index coordinates: the sweep also evaluates them with 'interpolate'
 INDEX_ROPE_ARMS = ('RoPE-Axial', 'RoPE-Mixed', 'RoPE-Mixed + APE')
 
@@ -134,7 +138,8 @@ def main() -> None:
         paths = [osp.join(args.work_dir, f'seed{s}', regime, 'results.json') for s in args.seeds]
         metric, scales, columns, values = aggregate.load(paths)
         table = aggregate.to_markdown(metric, scales, columns, values, row_header=header,
-                                      control=CONTROL if CONTROL in columns else None)
+                                      control=CONTROL if CONTROL in columns else None,
+                                      pairs=[p for p in PAIRS if set(p) <= set(columns)])
         with open(osp.join(args.out_dir, f'results_{regime}.md'), 'w') as f:
             f.write(table)
         aggregate.plot(metric, scales, columns, values, osp.join(args.out_dir, f'results_{regime}.png'),

@@ -503,5 +503,10 @@ def test_aggregate_reports_the_margin_over_the_control_paired_by_seed():
     assert '| scene | A | NoPE |' in table
     # per seed 90 - 35 = 55 and 80 - 31 = 49: mean 52, sample std 4.24, min 49
     assert '| margin | +52.0 ± 4.2, min +49.0 |' in table
+    paired = aggregate.to_markdown('mIoU', [1.0, 2.0], ['A', 'NoPE'], values, pairs=[('A', 'NoPE')])
+    # scale 2: 60 - 34 = 26 and 50 - 30 = 20: mean 23, sample std 4.24, A ahead on both seeds
+    assert '| 2x | +23.0 ± 4.2 (2/2) |' in paired
+    with pytest.raises(ValueError, match=r"pair \('A', 'B'\)"):
+        aggregate.to_markdown('mIoU', [1.0, 2.0], ['A', 'NoPE'], values, pairs=[('A', 'B')])
     with pytest.raises(ValueError, match="control column 'X'"):
         aggregate.to_markdown('mIoU', [1.0, 2.0], ['A', 'NoPE'], values, control='X')
