@@ -22,10 +22,11 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import nn
 
-#: Position parameters: never weight-decayed. Matched against the END of a parameter's dotted
-#: name (``backbone.rope.freqs``, ``...w_msa.rope_freqs``), so ``query_pos_embed`` is not one.
+#: Position parameters and prefix-token embeddings (class token, DINOv3's registers): never
+#: weight-decayed. Matched against the END of a parameter's dotted name (``backbone.rope.freqs``,
+#: ``...w_msa.rope_freqs``), so ``query_pos_embed`` is not one.
 NO_DECAY_KEYS: tuple[str, ...] = (
-    'rope.freqs', 'rope_freqs', 'pos_embed', 'absolute_pos_embed', 'cls_token',
+    'rope.freqs', 'rope_freqs', 'pos_embed', 'absolute_pos_embed', 'cls_token', 'reg_token',
     'relative_position_bias_table')
 
 #: Parameters that hold one slice per block: ``{name in the backbone: (block dim, block name)}``;

@@ -260,11 +260,26 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
         if s_src * s_src == n_src and s_dst * s_dst == n_dst and pe.shape[2] == own['pos_embed'].shape[2]:
             from ropevit.layers.pos_embed import resample_pos_embed
             out['pos_embed'] = resample_pos_embed(pe, (s_src, s_src), (s_dst, s_dst))
+    _fit_patch_kernel(out, own, log)
     bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
            for k, v in out.items() if k in own and own[k].shape != v.shape]
     if bad:
         raise CheckpointMismatchError(f'checkpoint does not fit {type(model).__name__}: ' + '; '.join(bad))
     return out
+
+
+def _fit_patch_kernel(out: StateDict, own: StateDict, log: ConversionLog) -> None:
+    """A patch kernel of another patch size (EVA-02's 14 into a ViTDet-style 16) is PI-resized
+    (:func:`~ropevit.layers.patch_embed.resample_patch_kernel`; exact when the patch grows), in place."""
+    key = 'patch_embed.proj.weight'
+    if key not in out or key not in own:
+        return
+    src, dst = out[key].shape, own[key].shape
+    if src != dst and src[:2] == dst[:2]:
+        from ropevit.layers.patch_embed import resample_patch_kernel
+        out[key] = resample_patch_kernel(out[key], tuple(dst[2:]))
+        log.converted[key] = (f'patch kernel {src[2]}x{src[3]} resized to the model\'s {dst[2]}x{dst[3]} '
+                              f'(pseudo-inverse of the bicubic patch resize: a patch and its upsampling embed alike)')
 
 
 def _fit_rope(out: StateDict, model: nn.Module, log: ConversionLog, *, checkpoint_rope: str,

@@ -42,6 +42,15 @@ def tiny_vit(**kw) -> nn.Module:
     return _layer_scale(RoPEViT(arch=dict(embed_dims=64, num_heads=4, depth=3), pretrain_img_size=64, **kw))
 
 
+def tiny_vit_preset(preset: str, **kw) -> nn.Module:
+    """A tiny ViT of a family of :data:`~ropevit.models.vit.VIT_PRESETS` (prefix tokens beside windows)."""
+    from ropevit.models.vit import RoPEViT
+    torch.manual_seed(0)
+    kw.setdefault('out_indices', (1, 2))
+    arch = dict(embed_dims=64, num_heads=4, depth=3)
+    return _layer_scale(RoPEViT.from_preset(preset, arch=arch, patch_size=16, pretrain_img_size=64, **kw))
+
+
 def tiny_swin(**kw) -> nn.Module:
     from ropevit.models.swin import RoPESwin
     torch.manual_seed(0)
@@ -67,6 +76,10 @@ VARIANTS: dict[str, Callable[[], nn.Module]] = {
     'vit-axial-window-ape': lambda: tiny_vit(rope='axial', use_ape=True, window_size=3, global_attn_indexes=(2,),
                                              with_cls_token=False),
     'vit-none-global-ape-cls': lambda: tiny_vit(rope='none', use_ape=True),
+    # class token + 4 registers beside window blocks, normalised coordinates (DINOv3); SwiGLU, APE and
+    # interpolated coordinates with a class token beside windows (EVA-02)
+    'vit-dinov3-window': lambda: tiny_vit_preset('dinov3', window_size=3, global_attn_indexes=(1,)),
+    'vit-eva02-window': lambda: tiny_vit_preset('eva02', window_size=3, global_attn_indexes=(2,)),
     'swin-mixed': lambda: tiny_swin(rope='mixed'),
     'swin-axial-rpb-original': lambda: tiny_swin(rope='axial', use_rpb=True, window_rule='original'),
     'swin-mixed-original': lambda: tiny_swin(rope='mixed', window_rule='original'),

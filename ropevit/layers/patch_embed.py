@@ -52,3 +52,32 @@ class PatchEmbed(nn.Module):
 
     def extra_repr(self) -> str:
         return f'patch_size={self.patch_size}'
+
+
+def patch_resize_matrix(old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
+    """``[new_h * new_w, old_h * old_w]`` float64 matrix of the bicubic resize of one patch
+    (``F.interpolate(mode='bicubic', align_corners=False)``), column ``j`` = the resized basis patch ``j``."""
+    n = old[0] * old[1]
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, 1, *old)               # [n, 1, oh, ow]
+    resized = F.interpolate(basis, size=new, mode='bicubic', align_corners=False)  # [n, 1, nh, nw]
+    return resized.reshape(n, -1).T
+
+
+def resample_patch_kernel(weight: torch.Tensor, new_size: tuple[int, int]) -> torch.Tensor:
+    """A patch-embedding kernel ``[C, C_in, p, p]`` for patches of ``new_size`` (FlexiViT's PI-resize).
+
+    With ``R`` the resize matrix of a patch (:func:`patch_resize_matrix`), the new kernel is
+    ``w' = pinv(R^T) w`` per output/input channel: the least-squares solution of
+    ``<R x, w'> = <x, w>`` over all patches ``x``. When the patch grows (``p' >= p``, e.g. EVA-02's 14
+    to ViTDet's 16) ``R`` has full column rank and the equality is exact: a patch and its bicubic
+    upsampling embed to the same token.
+    """
+    old = tuple(weight.shape[-2:])
+    new = (int(new_size[0]), int(new_size[1]))
+    if old == new:
+        return weight
+    resize = patch_resize_matrix(old, new)                                      # [n_new, n_old]
+    inv = torch.linalg.pinv(resize.T)                                           # [n_new, n_old]
+    flat = weight.to(torch.float64).reshape(*weight.shape[:2], -1)              # [C, C_in, n_old]
+    out = flat @ inv.T                                                          # [C, C_in, n_new]
+    return out.reshape(*weight.shape[:2], *new).to(weight.dtype)

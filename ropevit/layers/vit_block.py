@@ -14,6 +14,7 @@ from torch import nn
 from .attention import RoPEAttention
 from .layer_types import ActLayer, NormLayer
 from .rope_tables import RopeTables, window_rope_tables
+from .tracing import contiguous
 from .window import pad_to_multiple, window_partition, window_unpartition
 
 
@@ -72,7 +73,7 @@ class ViTBlock(nn.Module):
         B, _, C = x.shape
         H, W = hw
         ws, npt = self.window_size, num_prefix_tokens
-        patches = x[:, npt:]
+        patches = contiguous(x[:, npt:]) if npt else x                # [B, H*W, C]
         win, padded_hw = pad_to_multiple(patches.reshape(B, H, W, C), ws)   # [B, Hp, Wp, C]
         win = window_partition(win, ws)                               # [B*nW, ws*ws, C]
         if key_mask is not None:                                      # [nW, 1, 1, ws*ws]
@@ -81,7 +82,8 @@ class ViTBlock(nn.Module):
             # Prefix tokens are never windowed: every window sees them as extra tokens (identity
             # rows of the window tables), and they attend globally to all tokens.
             n_win = win.shape[0] // B
-            win = torch.cat([x[:, :npt].repeat_interleave(n_win, 0), win], 1)   # [B*nW, npt + ws*ws, C]
+            prefix = contiguous(x[:, None, :npt].expand(B, n_win, npt, C)).view(-1, npt, C)   # [B*nW, npt, C]
+            win = torch.cat([prefix, win], 1)                         # [B*nW, npt + ws*ws, C]
             if key_mask is not None:
                 key_mask = torch.cat([key_mask.new_ones(*key_mask.shape[:-1], npt), key_mask], -1)
         win_rope = window_rope_tables(rope, hw, ws, B) if npt and rope is not None else rope

@@ -154,7 +154,7 @@ class RoPEOptimWrapperConstructor(DefaultOptimWrapperConstructor):
       whether or not a key matched;
     - a parameter whose name ends in one of ``no_decay_keys`` (default
       :data:`ropevit.layer_decay.NO_DECAY_KEYS`: RoPE frequencies, position embeddings, the class
-      token, relative position bias tables) gets no weight decay and keeps its lr.
+      token and registers, relative position bias tables) gets no weight decay and keeps its lr.
 
     A parameter shared by several modules is added once (``bypass_duplicate`` is accepted and has
     nothing left to do); frozen parameters are left out, as mmengine does. Parameters with equal

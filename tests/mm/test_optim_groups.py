@@ -25,7 +25,7 @@ from mmengine.config import Config
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[2]
-POSITION = ('relative_position_bias_table', 'absolute_pos_embed', 'pos_embed', 'cls_token')
+POSITION = ('relative_position_bias_table', 'absolute_pos_embed', 'pos_embed', 'cls_token', 'reg_token')
 ROPE = ('rope_freqs', 'rope.freqs')
 
 
@@ -51,6 +51,8 @@ INTENT: dict[str, Intent] = {
     'configs/dino_rope_swin_t.py': Intent(backbone_lr_mult=0.1),  # DINO: backbone at 0.1x
     'configs/mask_rcnn_rope_vit_b.py': Intent(layer_decay=0.7, **LAYER_DECAY),
     'configs/dino_rope_vit_b.py': Intent(layer_decay=0.7, **LAYER_DECAY),
+    'configs/mask_rcnn_dinov3_vit_b.py': Intent(layer_decay=0.7, **LAYER_DECAY),    # mask_rcnn_rope_vit_b's recipe
+    'configs/mask_rcnn_eva02_vit_b.py': Intent(layer_decay=0.7, **LAYER_DECAY),
     'configs/upernet_rope_swin_t_ade20k.py': SWIN_DET,
     'configs/upernet_rope_swin_t_axial_ade20k.py': SWIN_DET,
     'configs/upernet_rope_swin_s_ade20k.py': SWIN_DET,
@@ -62,8 +64,12 @@ INTENT: dict[str, Intent] = {
     'configs/upernet_rope_vit_b_axial_ade20k.py': Intent(layer_decay=0.65, **LAYER_DECAY),
     'configs/upernet_rope_vit_s_ade20k.py': Intent(layer_decay=0.65, **LAYER_DECAY),
     'configs/upernet_rope_vit_s_axial_ade20k.py': Intent(layer_decay=0.65, **LAYER_DECAY),
+    'configs/upernet_dinov3_vit_b_ade20k.py': Intent(layer_decay=0.65, **LAYER_DECAY),  # upernet_rope_vit_b's
+    'configs/upernet_eva02_vit_b_ade20k.py': Intent(layer_decay=0.65, **LAYER_DECAY),
     'projects/plugin_example/configs/mask-rcnn_rope-swin-t-p4-w7_fpn_1x_coco.py': SWIN_DET,
     'projects/plugin_example/configs/upernet_rope-swin-t_8xb2-160k_ade20k-512x512.py': SWIN_DET,
+    # mmseg's ViT UperNet recipe (custom_keys: no decay on norms, pos_embed, cls_token), DINOv3 backbone
+    'projects/plugin_example/configs/upernet_dinov3-vit-b_8xb2-160k_ade20k-512x512.py': Intent(),
     # The study: AdamW on everything but the position encodings (which it compares).
     **{f'projects/resolution_extrapolation/configs/quadrants_{v}.py': Intent(decay_norms=True)
        for v in ('nope', 'ape', 'rope-axial', 'rope-mixed', 'rope-mixed-ape', 'rope-axial-normalized',
@@ -148,7 +154,7 @@ def _vit_layer_ids(name: str, depth: int) -> list[int]:
     m = re.match(r'blocks\.(\d+)\.', name)
     if m:
         return [int(m.group(1)) + 1]
-    if name.startswith(('patch_embed.', 'cls_token', 'pos_embed')):
+    if name.startswith(('patch_embed.', 'cls_token', 'reg_token', 'pos_embed')):
         return [0]
     assert name.startswith('norm.'), name
     return [depth + 1]

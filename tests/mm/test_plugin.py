@@ -252,3 +252,73 @@ default_hooks = dict(logger=dict(interval=1))
     assert "\n    type='SegTTAModel')" in model_block and '\n    module=dict(' in model_block
     miou = re.findall(r'mIoU: (\d+\.\d+)', log)
     assert miou and 0.0 < float(miou[-1]) <= 100.0
+
+
+DINOV3_PLUGIN = ('upernet_dinov3-vit-b_8xb2-160k_ade20k-512x512.py',
+                 'mmseg::vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py')
+
+
+def test_plugin_dinov3_config_is_mmseg_vit_upernet_with_the_backbone_swapped(tmp_path):
+    """The README's three lines from an mmseg config: mmseg's ViT-B UperNet with a DINOv3 RoPEViT that
+    has timm's DINOv3 ViT-B parameters and feeds mmseg's neck and heads the maps they expect."""
+    import timm
+    import torch
+    from mmengine.registry import MODELS, init_default_scope
+    name, base = DINOV3_PLUGIN
+    ours = _load(os.path.join(PLUGIN_CONFIGS, name)).to_dict()
+    base_file = tmp_path / 'base.py'
+    base_file.write_text(f'_base_ = {base!r}\n')
+    theirs = _load(str(base_file)).to_dict()
+    assert ours.pop('custom_imports') == dict(imports=['ropevit.mm'], allow_failed_imports=False)
+    assert ours['optim_wrapper'].pop('constructor') == 'RoPEOptimWrapperConstructor'
+    ours_backbone, theirs_backbone = ours['model'].pop('backbone'), theirs['model'].pop('backbone')
+    # mmseg's model-level weights (an AugReg ViT) would be handed to the backbone: switched off
+    assert ours['model'].pop('pretrained') is None and theirs['model'].pop('pretrained')
+    assert ours == theirs                                   # neck, heads, data, schedule: mmseg's
+    assert theirs_backbone['type'] == 'VisionTransformer' and ours_backbone['type'] == 'RoPEViT'
+    assert ours_backbone['out_indices'] == theirs_backbone['out_indices']
+
+    import ropevit.mm  # noqa: F401
+    cfg = _load(os.path.join(PLUGIN_CONFIGS, name))
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model).eval()             # built, not initialised: the weights file is not here
+    assert model.backbone.init_cfg == cfg.model.backbone.init_cfg
+    ref = timm.create_model('vit_base_patch16_dinov3', pretrained=False, num_classes=0)
+    assert sum(p.numel() for p in model.backbone.parameters()) == sum(p.numel() for p in ref.parameters())
+    with torch.no_grad():
+        feats = model.backbone(torch.rand(1, 3, 64, 96))
+        logits = model(torch.rand(1, 3, 64, 96), mode='tensor')
+    assert [tuple(f.shape) for f in feats] == [(1, 768, 4, 6)] * 4
+    assert tuple(logits.shape) == (1, 150, 16, 24)          # UperNet's stride-4 logits
+
+
+def _readme_family_snippets() -> list[str]:
+    """The README's ```python blocks that use a family preset from an mm-series config."""
+    import re
+    text = open(os.path.join(ROOT, 'README.md')).read()
+    blocks = re.findall(r'```python\n(.*?)```', text, flags=re.S)
+    return [b for b in blocks if b.startswith("_base_ = 'mm") and 'preset=' in b]
+
+
+def test_readme_family_snippets_build_and_give_the_maps_their_heads_expect(tmp_path):
+    import torch
+    from mmengine.registry import MODELS, init_default_scope
+    import ropevit.mm  # noqa: F401
+    snippets = _readme_family_snippets()
+    assert len(snippets) == 2, snippets                   # the mmseg and the mmdet one
+    for i, snippet in enumerate(snippets):
+        path = tmp_path / f'snippet_{i}.py'
+        path.write_text(snippet)
+        cfg = _load(str(path))
+        assert cfg.custom_imports.imports == ['ropevit.mm']
+        init_default_scope(cfg.default_scope)
+        model = MODELS.build(cfg.model).eval()            # built, not initialised: the weights file is not here
+        assert type(model.backbone).__name__ == 'RoPEViT' and model.backbone.num_prefix_tokens >= 1
+        assert model.backbone.init_cfg == cfg.model.backbone.init_cfg   # the timm file, nothing else
+        x = torch.rand(1, 3, 64, 96)
+        with torch.no_grad():
+            if cfg.default_scope == 'mmdet':
+                shapes = [tuple(f.shape) for f in model.extract_feat(x)]     # SimpleFPN: strides 4 .. 64
+                assert shapes == [(1, 256, 16, 24), (1, 256, 8, 12), (1, 256, 4, 6), (1, 256, 2, 3), (1, 256, 1, 2)]
+            else:
+                assert tuple(model(x, mode='tensor').shape) == (1, 150, 16, 24)

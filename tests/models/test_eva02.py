@@ -6,9 +6,12 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ropevit.checkpoint.common import ConversionLog
 from ropevit.checkpoint.vit import convert_vit_state_dict, yx_to_xy_pairs
+from ropevit.layers.patch_embed import resample_patch_kernel
 from ropevit.models.vit import RoPEViT
 
 ARCH = dict(embed_dims=64, num_heads=2, depth=2, mlp_ratio=4 * 2 / 3)
@@ -85,3 +88,44 @@ def test_windowed_parity_with_timm_eva02_run_on_the_same_windows(size, ws):
     with torch.no_grad():
         err = (ours(x)[0].flatten(2).transpose(1, 2) - _windowed_reference(ref, x, ws, {0})).abs().max().item()
     assert err <= 1e-5
+
+
+def _upsample_each_patch(x: torch.Tensor, p: int, q: int) -> torch.Tensor:
+    """``[B, C, h*p, w*p]`` -> ``[B, C, h*q, w*q]``: every ``p x p`` patch bicubic-resized on its own to ``q x q``."""
+    B, C, H, W = x.shape
+    h, w = H // p, W // p
+    patches = x.reshape(B, C, h, p, w, p).permute(0, 2, 4, 1, 3, 5).reshape(B * h * w, C, p, p)
+    up = F.interpolate(patches, size=(q, q), mode='bicubic', align_corners=False)
+    return up.reshape(B, h, w, C, q, q).permute(0, 3, 1, 4, 2, 5).reshape(B, C, h * q, w * q)
+
+
+def test_resized_patch_kernel_embeds_a_patch_as_its_bicubic_upsampling():
+    torch.manual_seed(0)
+    w = torch.randn(8, 3, 14, 14, dtype=torch.float64)
+    x = torch.randn(5, 3, 14, 14, dtype=torch.float64)
+    w16 = resample_patch_kernel(w, (16, 16))
+    up = F.interpolate(x, size=(16, 16), mode='bicubic', align_corners=False)
+    assert w16.shape == (8, 3, 16, 16)
+    torch.testing.assert_close(F.conv2d(up, w16), F.conv2d(x, w), rtol=0, atol=1e-9)
+    # the naive alternative (resizing the kernel like an image) does not have this property
+    naive = F.interpolate(w, size=(16, 16), mode='bicubic', align_corners=False) * (14 / 16) ** 2
+    assert (F.conv2d(up, naive) - F.conv2d(x, w)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize('size', [(224, 224), (280, 168)])
+def test_eva02_weights_at_patch_16_compute_timm_on_the_patch_upsampled_image(size):
+    """The detection / segmentation configs' EVA-02: patch 16, pretraining grid 16x16 (256 px). On an
+    image whose every 14-pixel patch is bicubic-upsampled to 16, it computes timm's patch-14 model."""
+    ref = _timm_eva02()
+    ours = RoPEViT.from_preset('eva02', arch=ARCH, patch_size=16, pretrain_img_size=256).eval()
+    log = ConversionLog()
+    sd = convert_vit_state_dict(ref.state_dict(), ours, log=log)
+    assert 'patch kernel 14x14 resized' in log.converted['patch_embed.proj.weight']
+    missing, unexpected = ours.load_state_dict(sd, strict=True)
+    assert not missing and not unexpected
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        expected = ref.forward_features(x)[:, 1:]
+        (out,) = ours(_upsample_each_patch(x, 14, 16))
+    assert out.shape == (1, 64, size[0] // 14, size[1] // 14)
+    assert (out.flatten(2).transpose(1, 2) - expected).abs().max().item() <= 1e-5

@@ -29,10 +29,12 @@ def coco_root(tmp_path_factory) -> Path:
     return root
 
 
-def _data(cfg: Config, root: Path) -> None:
+def _data(cfg: Config, root: Path, repeat: int = 1, size: int = SIZE) -> None:
+    """The two generated images as train and val set; the train set ``repeat`` times over (mmengine's
+    iteration loop sleeps 2 s at every epoch end: with 2 images and batch 2 that is every iteration)."""
     pipe_train = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-                  dict(type='Resize', scale=(SIZE, SIZE), keep_ratio=True), dict(type='PackDetInputs')]
-    pipe_test = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(SIZE, SIZE), keep_ratio=True),
+                  dict(type='Resize', scale=(size, size), keep_ratio=True), dict(type='PackDetInputs')]
+    pipe_test = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(size, size), keep_ratio=True),
                  dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
                  dict(type='PackDetInputs',
                       meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
@@ -44,6 +46,8 @@ def _data(cfg: Config, root: Path) -> None:
             dataset=dict(type='CocoDataset', data_root=str(root) + '/', metainfo=meta, pipeline=pipe,
                          ann_file=f'annotations/instances_{split}2017.json',
                          data_prefix=dict(img=f'{split}2017/'), filter_cfg=dict(filter_empty_gt=True)))
+    if repeat > 1:
+        cfg.train_dataloader.dataset = dict(type='RepeatDataset', times=repeat, dataset=cfg.train_dataloader.dataset)
     cfg.val_evaluator = dict(type='CocoMetric', metric=['bbox', 'segm'], format_only=False,
                              ann_file=str(root / 'annotations/instances_train2017.json'))
     cfg.test_dataloader, cfg.test_evaluator = cfg.val_dataloader, cfg.val_evaluator
@@ -97,10 +101,10 @@ def _vit_cfg(root: Path, work_dir: Path) -> Config:
     return _common(cfg, root, work_dir, iters=VIT_ITERS)
 
 
-def _common(cfg: Config, root: Path, work_dir: Path, iters: int = 14) -> Config:
+def _common(cfg: Config, root: Path, work_dir: Path, iters: int = 14, size: int = SIZE) -> Config:
     cfg.model.backbone.init_cfg = None
     cfg.model.test_cfg.rcnn.score_thr = 0.0  # a 14-iteration model is unsure: keep every detection for the metric
-    _data(cfg, root)
+    _data(cfg, root, repeat=iters, size=size)
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=1000)
     cfg.val_cfg, cfg.test_cfg = dict(type='ValLoop'), dict(type='TestLoop')
     cfg.param_scheduler = []

@@ -42,11 +42,13 @@ def ade_root(tmp_path_factory) -> str:
     return str(make_synthetic_ade(tmp_path_factory.mktemp('ade'), num_train=4, num_val=2, image_size=IMAGE_HW))
 
 
-def _config(tmp_path, name: str, data_root: str):
+def _config(tmp_path, name: str, data_root: str, shrink: str | None = None, extra: str = ''):
+    """``configs/name`` shrunk (``shrink``, default ``SHRINK[name]``) on the generated data, trained ITERS
+    iterations and evaluated at the end; ``extra`` is appended to the config text."""
     from mmengine.config import Config
     text = f"""
 _base_ = {osp.join(ROOT, 'configs', name)!r}
-{SHRINK[name]}
+{SHRINK[name] if shrink is None else shrink}
 model.update(data_preprocessor=dict(size={CROP}))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -71,10 +73,13 @@ randomness = dict(seed=0)
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={ITERS}),
                      visualization=dict(type='SegVisualizationHook', draw=False))
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+{extra}
 """
     path = tmp_path / f'tiny_{name}'
     path.write_text(text)
     cfg = Config.fromfile(str(path))
+    # one epoch of ITERS batches: mmengine's iteration loop sleeps 2 s at every epoch end
+    cfg.train_dataloader.dataset = dict(type='RepeatDataset', times=ITERS, dataset=cfg.train_dataloader.dataset)
     cfg.work_dir = str(tmp_path / 'work')
     return cfg
 
