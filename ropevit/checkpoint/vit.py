@@ -64,14 +64,15 @@ _SWIN_KEY = re.compile(r'(layers|stages)\.\d+\.(blocks\.\d+|downsample)\.')
 
 def detect_vit_layout(state_dict: StateDict) -> str:
     """``'naver'`` (flat ``freqs``), ``'dinov3'`` (timm's DINOv3 port: ``reg_token``, rotate-half
-    pairs), ``'eva02'`` (timm's EVA-02: split ``q_proj`` / ``k_proj`` / ``v_proj``, y pairs first,
+    pairs), ``'eva02'`` (timm's EVA-02: split ``q_proj`` / ``k_proj`` / ``v_proj`` or a fused qkv with
+    ``q_bias`` / ``v_bias``, y pairs first,
     a class-token slot in ``pos_embed``), ``'timm'`` (``rope.freqs`` or no frequencies)."""
     if 'freqs' in state_dict or 'freqs_t_x' in state_dict:
         return 'naver'
     if 'reg_token' in state_dict and 'pos_embed' not in state_dict:
         return 'dinov3'
-    if any(re.fullmatch(r'blocks\.\d+\.attn\.q_proj\.weight', k) for k in state_dict):
-        return 'eva02'
+    if any(re.fullmatch(r'blocks\.\d+\.attn\.(q_proj\.weight|q_bias)', k) for k in state_dict):
+        return 'eva02'                                  # split q/k/v (B, L) or fused qkv with q/v biases (Ti, S)
     return 'timm'
 
 
@@ -140,6 +141,20 @@ def _merge_split_qkv(sd: StateDict, log: ConversionLog) -> StateDict:
     return out
 
 
+def _split_packed_glu(sd: StateDict, log: ConversionLog) -> StateDict:
+    """timm's packed GLU MLP (``GluMlp``, EVA-02-Ti/S: one ``mlp.fc1`` ``[2h, C]``, ``silu(first half) *
+    second half``) -> RoPEViT's SwiGLU ``mlp.fc1_g`` (gate, the first half) and ``mlp.fc1_x``."""
+    out = dict(sd)
+    for key in sd:
+        m = re.fullmatch(r'(blocks\.\d+\.mlp\.)fc1\.(weight|bias)', key)
+        if m is None:
+            continue
+        gate, value = out.pop(key).chunk(2, dim=0)
+        out[f'{m.group(1)}fc1_g.{m.group(2)}'], out[f'{m.group(1)}fc1_x.{m.group(2)}'] = gate, value
+        log.converted[f'{m.group(1)}fc1_g.{m.group(2)}'] = 'packed GLU fc1 split: first half the gate (fc1_g), second fc1_x'
+    return out
+
+
 def _refuse_swin(sd: StateDict) -> None:
     swin = [k for k in sd if _SWIN_KEY.match(k) or k.startswith('patch_embed.projection.')]
     if swin:
@@ -195,6 +210,8 @@ def convert_vit_state_dict(state_dict: dict, model: Optional[nn.Module] = None, 
     _refuse_swin(sd)
     layout = detect_vit_layout(sd)
     sd = _merge_split_qkv(sd, log)
+    if layout == 'eva02':                                   # EVA-02 MLPs are always gated (SwiGLU)
+        sd = _split_packed_glu(sd, log)
     if layout == 'eva02' and 'pos_embed' in sd and 'cls_token' in sd:
         pe = sd['pos_embed']
         n = pe.shape[1]

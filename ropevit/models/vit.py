@@ -40,8 +40,9 @@ from .checks import (_check_frozen_stages, _check_heads, _check_layer_scale, _ch
                      _check_rope, _check_windows, _resolve_block_out_indices, _resolve_rope_theta)
 from .init import init_scratch_weights
 
-#: ``arch`` presets (DeiT-III / RoPE-ViT S, B, L).
+#: ``arch`` presets (DeiT-III / RoPE-ViT S, B, L; Ti for EVA-02-Ti).
 VIT_ARCHS: dict[str, dict] = {
+    'tiny': dict(embed_dims=192, num_heads=3, depth=12, mlp_ratio=4.0),
     'small': dict(embed_dims=384, num_heads=6, depth=12, mlp_ratio=4.0),
     'base': dict(embed_dims=768, num_heads=12, depth=12, mlp_ratio=4.0),
     'large': dict(embed_dims=1024, num_heads=16, depth=24, mlp_ratio=4.0),
@@ -62,11 +63,18 @@ VIT_PRESETS: dict[str, dict] = {
     'dinov3': dict(patch_size=16, rope='axial', rope_theta=100.0, rope_coords='normalized', use_ape=False,
                    with_cls_token=True, num_reg_tokens=4, qkv_bias=False, layer_scale_init_value=1e-5,
                    final_norm=True, norm_eps=1e-5),
-    # timm's eva02_{base,large}_patch14_{224,448}*: SwiGLU with sub-LN (mlp_ratio 8/3), APE, RoPE on
+    # timm's eva02_{tiny,small,base,large}_patch14_*: SwiGLU (B, L: with sub-LN; mlp_ratio 8/3), APE, RoPE on
     # the pretraining grid's rescale (theta 1e4), no LayerScale, no final norm (fc_norm pools).
     'eva02': dict(patch_size=14, rope='axial', rope_theta=10000.0, rope_coords='interpolate', use_ape=True,
                   with_cls_token=True, qkv_bias=True, layer_scale_init_value=None, final_norm=False,
                   mlp_layer='swiglu', mlp_norm=True, mlp_ratio=4 * 2 / 3, norm_eps=1e-6),
+}
+
+
+#: Options of a family that depend on the named ``arch``: timm's EVA-02-Ti and -S have no sub-LN in
+#: their (packed) SwiGLU MLP, B and L have one.
+VIT_PRESET_ARCH_OPTIONS: dict[str, dict[str, dict]] = {
+    'eva02': {'tiny': dict(mlp_norm=False), 'small': dict(mlp_norm=False)},
 }
 
 
@@ -75,6 +83,9 @@ def vit_preset_kwargs(preset: str, kwargs: dict) -> dict:
     if preset not in VIT_PRESETS:
         raise ValueError(f'preset={preset!r} is not a RoPEViT family; choose one of {tuple(VIT_PRESETS)}')
     spec = dict(VIT_PRESETS[preset])
+    arch_name = kwargs.get('arch', 'base')
+    if isinstance(arch_name, str):
+        spec.update(VIT_PRESET_ARCH_OPTIONS.get(preset, {}).get(arch_name, {}))
     eps, mlp_ratio = spec.pop('norm_eps', None), spec.pop('mlp_ratio', None)
     if eps is not None and 'norm_layer' not in kwargs:
         spec['norm_layer'] = lambda c: nn.LayerNorm(c, eps=eps)

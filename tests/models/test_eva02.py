@@ -129,3 +129,40 @@ def test_eva02_weights_at_patch_16_compute_timm_on_the_patch_upsampled_image(siz
         (out,) = ours(_upsample_each_patch(x, 14, 16))
     assert out.shape == (1, 64, size[0] // 14, size[1] // 14)
     assert (out.flatten(2).transpose(1, 2) - expected).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize('size', [(224, 224), (196, 308), (140, 182)])
+def test_parity_with_timm_eva02_small_packed_glu_without_sub_ln(size):
+    """timm's EVA-02-Ti/S: a packed GLU MLP (one fc1, gate first) and no sub-LN."""
+    torch.manual_seed(0)
+    ref = timm.create_model('eva02_small_patch14_224', pretrained=False, embed_dim=64, depth=2, num_heads=2,
+                            dynamic_img_size=True).eval()
+    assert type(ref.blocks[0].mlp).__name__ == 'GluMlp'
+    with torch.no_grad():
+        for n, p in ref.named_parameters():
+            if n.endswith(('q_proj.weight', 'k_proj.weight')):
+                p.mul_(10)
+            elif n in ('cls_token', 'pos_embed'):
+                p.normal_()
+    ours = RoPEViT.from_preset('eva02', arch=ARCH, mlp_norm=False).eval()
+    log = ConversionLog()
+    missing, unexpected = ours.load_state_dict(convert_vit_state_dict(ref.state_dict(), ours, log=log), strict=True)
+    assert not missing and not unexpected and 'blocks.0.mlp.fc1_g.weight' in log.converted
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        err = (ours(x)[0].flatten(2).transpose(1, 2) - ref.forward_features(x)[:, 1:]).abs().max().item()
+    assert err <= 1e-5
+
+
+@pytest.mark.parametrize('arch,name', [('tiny', 'eva02_tiny_patch14_224'), ('small', 'eva02_small_patch14_224'),
+                                       ('base', 'eva02_base_patch14_224')])
+def test_named_arch_of_the_eva02_preset_has_timm_parameter_count(arch, name):
+    ours = RoPEViT.from_preset('eva02', arch=arch)
+    ref = timm.create_model(name, pretrained=False, num_classes=0)
+    pooled = sum(p.numel() for p in ref.fc_norm.parameters())           # timm pools through fc_norm; no backbone part
+    C, depth = ref.embed_dim, len(ref.blocks)
+    # ours: one qkv bias [3C] per block (k's zeros) where timm has q and v biases; no class-token position
+    # (timm's is folded into the class token at load)
+    expected = sum(p.numel() for p in ref.parameters()) - pooled + depth * C - C
+    assert sum(p.numel() for p in ours.parameters()) == expected
+    assert (ours.blocks[0].mlp.norm is None or isinstance(ours.blocks[0].mlp.norm, nn.Identity)) == (arch != 'base')
