@@ -229,3 +229,37 @@ def test_upernet_trains_from_timm_weights_evaluates_and_sweeps(family, timm_weig
     assert result.metric == 'mIoU' and result.values[family][0] == trained['mIoU'], (result.values, trained)
     h, w = IMAGE_HW
     assert [sweep._most_common(hw) for hw in result.input_hw[family]] == [(h, w), (round(1.5 * h), round(1.5 * w))]
+
+
+# ---------------------------------------------------------------------------- the model zoo's weights
+ZOO = ['mask_rcnn_dinov3_vit_b.py', 'mask_rcnn_eva02_vit_b.py', 'upernet_dinov3_vit_b_ade20k.py',
+       'upernet_eva02_vit_b_ade20k.py']
+
+
+def _zoo_weight(config: str) -> str:
+    """The timm weight configs/README.md names for ``config`` (``model.tag``)."""
+    rows = [r for r in (ROOT / 'configs' / 'README.md').read_text().splitlines() if r.startswith(f'| `{config}` ')]
+    assert len(rows) == 1, (config, rows)
+    (weight,) = re.findall(r'timm `([\w.]+)`', rows[0])
+    return weight
+
+
+@pytest.mark.parametrize('config', ZOO)
+def test_zoo_config_loads_the_full_size_timm_weight_it_names(config, tmp_path):
+    """At full size, every tensor of the timm model the zoo row names is loaded by the config's backbone."""
+    from mmengine.registry import MODELS, init_default_scope
+    import ropevit.mm  # noqa: F401
+    weight = _zoo_weight(config)
+    torch.manual_seed(0)
+    sd = timm.create_model(weight.split('.')[0], pretrained=False).state_dict()
+    path = tmp_path / f'{weight}.safetensors'
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    cfg = Config.fromfile(str(ROOT / 'configs' / config))
+    cfg.model.backbone.init_cfg.checkpoint = str(path)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    backbone = MODELS.build(cfg.model.backbone)
+    backbone.init_weights()
+    report = backbone.load_report
+    assert sorted(report.loaded) == sorted(backbone.state_dict()) and not report.missing and not report.unexpected
+    assert set(report.dropped) <= {'head.weight', 'head.bias', 'fc_norm.weight', 'fc_norm.bias'}, report.dropped
