@@ -3,6 +3,8 @@ since ``init_cfg=dict(type='Pretrained', checkpoint=...)`` converts on the fly).
 
     python tools/convert_checkpoint.py --model vit SRC.pth DST.pth [--num-heads N]
         [--arch small|base|large|JSON --rope axial|mixed|none [--use-ape] [--no-cls-token]]
+    python tools/convert_checkpoint.py --model vit SRC.safetensors DST.pth --preset dinov3|eva02
+        [--arch tiny|small|base|large|JSON] [--patch-size 16 --pretrain-img-size 256]
     python tools/convert_checkpoint.py --model swin SRC.pth DST.pth
 
 ``vit``: naver-ai/rope-vit originals, timm's ports, ropevit / mmengine checkpoints
@@ -10,6 +12,9 @@ since ``init_cfg=dict(type='Pretrained', checkpoint=...)`` converts on the fly).
 also checked tensor by tensor against a freshly built ``RoPEViT`` of that shape, as
 strictly as ``init_cfg`` loading (an axial checkpoint with ``--rope mixed`` gets the exact
 axial frequencies in the mixed layout).
+``--preset`` builds the model of a family (:data:`ropevit.models.vit.VIT_PRESETS`: timm's DINOv3 /
+EVA-02 weights, ``.pth`` or ``.safetensors``) instead; ``--patch-size`` / ``--pretrain-img-size``
+override the family's (EVA-02 at patch 16 as the detection configs: the patch kernel is resized).
 ``swin``: :func:`ropevit.checkpoint.swin.convert_swin_state_dict`.
 
 The output is ``{'state_dict': converted}`` (``--prefix backbone.`` puts the keys under
@@ -44,13 +49,18 @@ def _converter(model: str):
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = OneLineArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('src', help='input checkpoint (.pth)')
+    p.add_argument('src', help='input checkpoint (.pth, or .safetensors)')
     p.add_argument('dst', help='output checkpoint (.pth)')
     p.add_argument('--model', choices=('vit', 'swin'), required=True, help='backbone family')
     p.add_argument('--num-heads', type=int, default=None,
                    help='vit: heads, to unflatten the original RoPE-Mixed "freqs" (default: embed_dims // 64)')
     p.add_argument('--arch', default=None, help='vit: build RoPEViT(arch=ARCH) (a preset name or a JSON dict) and check every tensor against it')
-    p.add_argument('--rope', default='axial', choices=('axial', 'mixed', 'none'), help='vit with --arch')
+    p.add_argument('--preset', default=None, choices=('dinov3', 'eva02'),
+                   help='vit: build RoPEViT.from_preset(PRESET, arch=ARCH or "base") and check every tensor')
+    p.add_argument('--patch-size', type=int, default=None, help='vit with --preset: override its patch size')
+    p.add_argument('--pretrain-img-size', type=int, default=None, help='vit with --preset: override it')
+    p.add_argument('--rope', default=None, choices=('axial', 'mixed', 'none'),
+                   help='vit with --arch (default axial; set by --preset)')
     p.add_argument('--use-ape', action='store_true', help='vit with --arch: model has a position embedding')
     p.add_argument('--no-cls-token', action='store_true', help='vit with --arch: with_cls_token=False')
     p.add_argument('--prefix', default='', help='prefix for the output keys, e.g. "backbone."')
@@ -65,7 +75,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         f'original checkpoint. Give another DST')
     if not osp.isfile(args.src):
         raise ToolError(f'checkpoint not found: {args.src!r}')
-    if not looks_like_torch_file(args.src):
+    family_flags = [f for f, v in (('--rope', args.rope), ('--use-ape', args.use_ape),
+                                   ('--no-cls-token', args.no_cls_token)) if v]
+    if args.preset and family_flags:
+        raise ToolError(f'{", ".join(family_flags)}: set by --preset {args.preset}; leave them out')
+    if not args.preset and (args.patch_size or args.pretrain_img_size):
+        raise ToolError('--patch-size / --pretrain-img-size need --preset')
+    if args.preset and args.model != 'vit':
+        raise ToolError(f'--preset {args.preset} is a ViT family: use --model vit')
+    if not args.src.endswith('.safetensors') and not looks_like_torch_file(args.src):
         raise ToolError(f'could not read checkpoint {args.src} (truncated or not a torch checkpoint); give a '
                         f'complete checkpoint written by torch.save')
     arch = None
@@ -84,10 +102,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log = ConversionLog()
     if args.model == 'vit':
         model = None
-        if args.arch is not None:
-            from ropevit.models.vit import RoPEViT
+        from ropevit.models.vit import RoPEViT
+        if args.preset is not None:
+            sizes = {k: v for k, v in (('patch_size', args.patch_size),
+                                       ('pretrain_img_size', args.pretrain_img_size)) if v}
             try:
-                model = RoPEViT(arch=arch, rope=args.rope, use_ape=args.use_ape,
+                model = RoPEViT.from_preset(args.preset, arch=arch or 'base', **sizes)
+            except (ValueError, TypeError) as e:
+                raise ToolError(f'--preset {args.preset} --arch {args.arch!r}: {e}') from None
+        elif args.arch is not None:
+            try:
+                model = RoPEViT(arch=arch, rope=args.rope or 'axial', use_ape=args.use_ape,
                                 with_cls_token=not args.no_cls_token)
             except (ValueError, TypeError) as e:
                 raise ToolError(f'--arch {args.arch!r}: {e}') from None

@@ -166,3 +166,27 @@ def test_named_arch_of_the_eva02_preset_has_timm_parameter_count(arch, name):
     expected = sum(p.numel() for p in ref.parameters()) - pooled + depth * C - C
     assert sum(p.numel() for p in ours.parameters()) == expected
     assert (ours.blocks[0].mlp.norm is None or isinstance(ours.blocks[0].mlp.norm, nn.Identity)) == (arch != 'base')
+
+
+def test_convert_checkpoint_cli_with_preset_from_safetensors(tmp_path):
+    """tools/convert_checkpoint.py --preset eva02 (patch 16): the written state dict computes timm's
+    model on the patch-upsampled image; family options given beside --preset are refused."""
+    from safetensors.torch import save_file
+    from ropevit.cli import ToolError
+    from tools.convert_checkpoint import main
+    ref = _timm_eva02()
+    src = tmp_path / 'eva02.safetensors'
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(src))
+    arch = '{"embed_dims": 64, "num_heads": 2, "depth": 2, "mlp_ratio": 2.6666666666666665}'
+    args = ['--model', 'vit', str(src), str(tmp_path / 'out.pth'), '--preset', 'eva02', '--arch', arch,
+            '--patch-size', '16', '--pretrain-img-size', '256']
+    assert main(args) == 0
+    ours = RoPEViT.from_preset('eva02', arch=ARCH, patch_size=16, pretrain_img_size=256).eval()
+    ours.load_state_dict(torch.load(tmp_path / 'out.pth', weights_only=True)['state_dict'], strict=True)
+    x = torch.randn(1, 3, 224, 168)
+    with torch.no_grad():
+        err = (ours(_upsample_each_patch(x, 14, 16))[0].flatten(2).transpose(1, 2)
+               - ref.forward_features(x)[:, 1:]).abs().max().item()
+    assert err <= 1e-5
+    with pytest.raises(ToolError, match='--rope: set by --preset eva02'):
+        main(args + ['--rope', 'mixed'])
