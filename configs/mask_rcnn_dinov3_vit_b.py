@@ -18,4 +18,6 @@ model = dict(
         global_attn_indexes=(2, 5, 8, 11),
         out_indices=(11,),
         drop_path_rate=0.1,
+        # DINOv3 pretrained with its coordinates rescaled by up to 2x; to fine-tune the same way, add
+        # rope_coords_aug=dict(rescale=2.0) (train time only; timm's model has no augmentation)
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)))

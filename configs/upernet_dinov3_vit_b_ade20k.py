@@ -15,4 +15,6 @@ model = dict(
         arch='base',
         out_indices=(3, 5, 7, 11),
         drop_path_rate=0.1,
+        # DINOv3 pretrained with its coordinates rescaled by up to 2x; to fine-tune the same way, add
+        # rope_coords_aug=dict(rescale=2.0) (train time only; timm's model has no augmentation)
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
