@@ -241,6 +241,8 @@ if __name__ == '__main__':
 
     if a.script == 'toy':
         toy_main(a.rest)
+        from ropevit.cli import exit_tool
+        exit_tool(0)                    # as tools/train.py ends: a distributed run leaves its group first
     else:
         # Real entry point (tools/train.py): add our hooks to whatever Runner it builds.
         from mmengine.runner import Runner

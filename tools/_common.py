@@ -16,7 +16,7 @@ if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
 
 from ropevit.cli import (KeyValueAction, OneLineArgumentParser, PartialFailure, ToolError,  # noqa: E402,F401
-                         config_stage, run_tool)
+                         config_stage, exit_tool, run_tool)
 
 # Library noise on every start (mmcv/mmdet import pkg_resources); an error stays the last line.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from _common import (OneLineArgumentParser, ToolError, add_common_args, add_reliability_hooks, add_strict_load_hook,
                      build_runner, check_checkpoint_file, check_data_or_exit, check_launcher, check_output_path,
-                     read_config, register_modules, run_explaining_data_errors, run_tool, setup_local_rank)
+                     read_config, register_modules, run_explaining_data_errors, run_tool, setup_local_rank, exit_tool)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -96,4 +96,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(run_tool(main))
+    exit_tool(run_tool(main))   # a distributed run leaves its process group before exiting

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 from _common import (OneLineArgumentParser, ToolError, add_common_args, add_reliability_hooks, add_strict_load_hook,
                      build_runner, check_checkpoint_file, check_data_or_exit, check_launcher,
                      check_pretrained_values, log_warning, read_config, register_modules, resolve_resume,
-                     run_explaining_data_errors, run_tool, setup_local_rank)
+                     run_explaining_data_errors, run_tool, setup_local_rank, exit_tool)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -72,4 +72,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(run_tool(main))
+    exit_tool(run_tool(main))   # a distributed run leaves its process group before exiting

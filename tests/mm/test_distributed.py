@@ -180,3 +180,29 @@ def test_demo_detector_dist_train_matches_single_process(tmp_path):
     assert a['meta']['iter'] == 2 * b['meta']['iter'] == 8  # 8 micro-steps = 4 optimizer steps of 2 images
     assert_same_training(a, b, steps=4, earlier=tmp_path / 'single' / 'epoch_1.pth', moved=1e-6,
                          rtol=(1e-4, 1e-3), atol=(1e-6, 1e-8))
+
+
+_EXIT_SCRIPT = r'''
+import logging, os, sys
+import torch.distributed as dist
+from ropevit.cli import exit_tool
+os.environ.update(RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT=sys.argv[1])
+dist.init_process_group('gloo')
+log = logging.getLogger('exit_tool_test')
+log.addHandler(logging.FileHandler(sys.argv[2]))
+log.error('written before the exit')
+print('printed before the exit', end='')          # no newline: only an explicit flush gets it out
+exit_tool(int(sys.argv[3]))
+'''
+
+
+@pytest.mark.parametrize('code', [0, 3])
+def test_exit_tool_leaves_the_process_group_flushes_and_keeps_the_exit_code(tmp_path, code):
+    """tools/train.py / test.py end with exit_tool: a distributed process destroys its group and leaves
+    with os._exit (no teardown, where gloo's threads could abort it), with its output and logs written."""
+    log = tmp_path / 'log.txt'
+    done = subprocess.run([sys.executable, '-c', _EXIT_SCRIPT, str(free_port()), str(log), str(code)],
+                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=60)
+    assert done.returncode == code, done.stderr[-2000:]
+    assert done.stdout == 'printed before the exit'
+    assert log.read_text() == 'written before the exit\n'
