@@ -157,18 +157,24 @@ def _load(path: str):
     return Config.fromfile(path)
 
 
-@pytest.mark.parametrize('name', sorted(MM_CONFIGS))
-def test_plugin_config_is_the_mm_config_with_a_backbone_swap(name, tmp_path):
-    """Everything but ``custom_imports``, a few backbone keys and the optimizer's constructor equals
-    the mm-series config: the recipe's lr, weight decay and custom_keys are inherited unchanged."""
+def _plugin_and_base(name: str, base: str, tmp_path) -> tuple[dict, dict, dict, dict]:
+    """The plug-in config and the mm config it inherits, as dicts without the parts the plug-in adds
+    (checked here: ``custom_imports``, the optimizer's constructor), and their two backbones."""
     ours = _load(os.path.join(PLUGIN_CONFIGS, name)).to_dict()
     base_file = tmp_path / 'base.py'
-    base_file.write_text(f'_base_ = {MM_CONFIGS[name]!r}\n')
+    base_file.write_text(f'_base_ = {base!r}\n')
     theirs = _load(str(base_file)).to_dict()
     assert ours.pop('custom_imports') == dict(imports=['ropevit.mm'], allow_failed_imports=False)
     assert ours['optim_wrapper'].pop('constructor') == 'RoPEOptimWrapperConstructor'
     assert 'constructor' not in theirs['optim_wrapper']
-    ours_backbone, theirs_backbone = ours['model'].pop('backbone'), theirs['model'].pop('backbone')
+    return ours, theirs, ours['model'].pop('backbone'), theirs['model'].pop('backbone')
+
+
+@pytest.mark.parametrize('name', sorted(MM_CONFIGS))
+def test_plugin_config_is_the_mm_config_with_a_backbone_swap(name, tmp_path):
+    """Everything but ``custom_imports``, a few backbone keys and the optimizer's constructor equals
+    the mm-series config: the recipe's lr, weight decay and custom_keys are inherited unchanged."""
+    ours, theirs, ours_backbone, theirs_backbone = _plugin_and_base(name, MM_CONFIGS[name], tmp_path)
     assert ours == theirs
     changed = {k for k in set(ours_backbone) | set(theirs_backbone) if ours_backbone.get(k) != theirs_backbone.get(k)}
     assert changed <= {'type', 'rope', 'window_rule', 'init_cfg'}
@@ -265,13 +271,7 @@ def test_plugin_dinov3_config_is_mmseg_vit_upernet_with_the_backbone_swapped(tmp
     import torch
     from mmengine.registry import MODELS, init_default_scope
     name, base = DINOV3_PLUGIN
-    ours = _load(os.path.join(PLUGIN_CONFIGS, name)).to_dict()
-    base_file = tmp_path / 'base.py'
-    base_file.write_text(f'_base_ = {base!r}\n')
-    theirs = _load(str(base_file)).to_dict()
-    assert ours.pop('custom_imports') == dict(imports=['ropevit.mm'], allow_failed_imports=False)
-    assert ours['optim_wrapper'].pop('constructor') == 'RoPEOptimWrapperConstructor'
-    ours_backbone, theirs_backbone = ours['model'].pop('backbone'), theirs['model'].pop('backbone')
+    ours, theirs, ours_backbone, theirs_backbone = _plugin_and_base(name, base, tmp_path)
     # mmseg's model-level weights (an AugReg ViT) would be handed to the backbone: switched off
     assert ours['model'].pop('pretrained') is None and theirs['model'].pop('pretrained')
     assert ours == theirs                                   # neck, heads, data, schedule: mmseg's
