@@ -86,7 +86,8 @@ def rope_settings(backbone: nn.Module) -> dict[str, Any]:
                         else 'fixed' if (freq_buffers or freq_params) else ('none' if rope == 'none' else 'fixed')),
         'learnable_frequency_params': sum(p.numel() for _, p in freq_params if p.requires_grad),
     }
-    for key in ('window_size', 'global_attn_indexes', 'window_block_indexes', 'use_abs_pos', 'use_ape',
+    for key in ('rope_coords', 'num_prefix_tokens', 'window_size', 'global_attn_indexes', 'window_block_indexes',
+                'use_abs_pos', 'use_ape',
                 'use_rpb', 'mask_padding', 'patch_size', 'arch_settings', 'embed_dims', 'num_heads', 'depths',
                 'depth'):
         value = getattr(backbone, key, None)

@@ -55,6 +55,16 @@ def test_rope_settings_of_a_backbone_without_rope():
     assert analyze_model.rope_settings(nn.Linear(2, 2)) == {'type': 'none'}
 
 
+def test_rope_settings_name_the_coordinate_rule_and_the_prefix_tokens():
+    from ropevit.models.vit import RoPEViT
+    arch = dict(embed_dims=32, num_heads=2, depth=2)
+    dinov3 = analyze_model.rope_settings(RoPEViT.from_preset('dinov3', arch=arch, window_size=2))
+    assert dinov3['rope_coords'] == 'normalized' and dinov3['num_prefix_tokens'] == 5       # class + 4 registers
+    assert dinov3['type'] == 'axial' and dinov3['theta'] == 100.0 and dinov3['window_size'] == 2
+    eva02 = analyze_model.rope_settings(RoPEViT.from_preset('eva02', arch=arch))
+    assert eva02['rope_coords'] == 'interpolate' and eva02['num_prefix_tokens'] == 1 and eva02['theta'] == 1e4
+
+
 def test_mmdet_swin_t_matches_the_published_size(tmp_path):
     """Swin-T at 224x224: 28M params with its classifier, 4.5 GFLOPs (Liu et al. 2021, Table 1).
 
